@@ -1,0 +1,84 @@
+// One call of a task under the permits it holds, shared by the executor and pipeline stages.
+
+import type { Permit } from "./semaphore.ts";
+import { linkSignal, noop, timeoutReason } from "./_signals.ts";
+
+/** Calls `fn`, turning a synchronous throw into a rejection. */
+export function callSafely<O>(fn: () => O | PromiseLike<O>): Promise<O> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * Runs `start` with a signal derived from `parent`, and releases `permits` only when the promise
+ * that `start` returned really settles, so a limit holds even for work that ignores its signal.
+ *
+ * With `timeoutMs`, the signal aborts after that many milliseconds with a `TimeoutError`. With a
+ * timeout or with `race`, the returned promise rejects with the signal's reason as soon as it
+ * aborts, while the permits stay held until the work settles.
+ */
+export function runGuarded<O>(
+  start: (signal: AbortSignal) => Promise<O>,
+  parent: AbortSignal,
+  timeoutMs: number | undefined,
+  race: boolean,
+  worker: Permit,
+  limiterPermit: Permit | undefined,
+): Promise<O> {
+  if (timeoutMs === undefined && !race) {
+    return start(parent).finally(() => {
+      worker.release();
+      limiterPermit?.release();
+    });
+  }
+
+  let signal = parent;
+  let unlink = noop;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (timeoutMs !== undefined) {
+    const controller = new AbortController();
+    unlink = linkSignal(controller, parent);
+    timer = setTimeout(() => controller.abort(timeoutReason(timeoutMs)), timeoutMs);
+    signal = controller.signal;
+  }
+
+  return new Promise<O>((resolve, reject) => {
+    if (signal.aborted) {
+      clearTimeout(timer);
+      unlink();
+      worker.release();
+      limiterPermit?.release();
+      reject(signal.reason);
+      return;
+    }
+
+    const detach = () => {
+      clearTimeout(timer);
+      unlink();
+      signal.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      detach();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+
+    start(signal).then(
+      (value) => {
+        detach();
+        worker.release();
+        limiterPermit?.release();
+        resolve(value);
+      },
+      (error) => {
+        detach();
+        worker.release();
+        limiterPermit?.release();
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,0 +1,365 @@
+// The engine behind AsyncExecutor.map and mapUnordered: pulls inputs lazily, starts one task per
+// input, and hands results out in input or completion order, holding no more than the running
+// tasks plus a bounded buffer of finished results.
+
+import type { ResultSource } from "./result_stream.ts";
+import { linkSignal, noop } from "./_signals.ts";
+
+/** A finished input of a map run. */
+export interface MapEntry<I> {
+  readonly index: number;
+  readonly input: I;
+  readonly ok: boolean;
+  readonly value: unknown;
+}
+
+/** What a map run needs from its executor. */
+export interface MapRunHost<I> {
+  /** Runs the task on one input under the executor's limits, with the run's signal. */
+  execute(input: I, signal: AbortSignal): Promise<unknown>;
+  /** The executor's current worker count. */
+  workers(): number;
+  /** The executor's own signal, aborted on cancelling shutdown. */
+  readonly executorSignal: AbortSignal;
+  /** Called once when the run starts and once when it ends, for idle tracking. */
+  runStarted(): void;
+  runEnded(): void;
+}
+
+/** The options of a map run, validated by the executor. */
+export interface MapRunOptions<I, R> {
+  readonly ordered: boolean;
+  /** `true`: failures are results; `false`: the first failure ends the run (fail-fast). */
+  readonly settled: boolean;
+  /** The most finished results held before the run stops pulling input; `undefined` for workers. */
+  readonly bufferSize: number | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly format: (entry: MapEntry<I>) => R;
+}
+
+type Source<I> =
+  | { kind: "array"; array: ArrayLike<I> }
+  | { kind: "sync"; iterator: Iterator<I> }
+  | { kind: "async"; iterator: AsyncIterator<I> };
+
+/** Opens the iterator of `inputs`, which may be an array, an `Iterable` or an `AsyncIterable`. */
+export function openSource<I>(inputs: Iterable<I> | AsyncIterable<I>): Source<I> {
+  if (Array.isArray(inputs)) return { kind: "array", array: inputs as I[] };
+  if (typeof (inputs as AsyncIterable<I>)[Symbol.asyncIterator] === "function") {
+    return { kind: "async", iterator: (inputs as AsyncIterable<I>)[Symbol.asyncIterator]() };
+  }
+  return { kind: "sync", iterator: (inputs as Iterable<I>)[Symbol.iterator]() };
+}
+
+const closedEarly = () => new DOMException("The result stream was closed early", "AbortError");
+
+/** Creates the result source of one map call. Nothing runs until it is iterated or collected. */
+export function mapSource<I, R>(
+  host: MapRunHost<I>,
+  inputs: Iterable<I> | AsyncIterable<I>,
+  options: MapRunOptions<I, R>,
+): ResultSource<R> {
+  return {
+    iterate: () => new MapRun(host, inputs, options, false),
+    collect: () => new MapRun(host, inputs, options, true).collect(),
+  };
+}
+
+class MapRun<I, R> implements AsyncIterator<R, undefined> {
+  readonly #host: MapRunHost<I>;
+  readonly #options: MapRunOptions<I, R>;
+  readonly #collecting: boolean;
+  readonly #inputs: Iterable<I> | AsyncIterable<I>;
+  #source: Source<I> | undefined;
+  #arrayIndex = 0;
+
+  readonly #controller = new AbortController();
+  #unlinkCaller = noop;
+  #unlinkExecutor = noop;
+  #started = false;
+  #ended = false;
+
+  #nextIndex = 0;
+  #inFlight = 0;
+  #pulling = false;
+  #inputDone = false;
+  #sourceFailed = false;
+  #sourceError: unknown;
+  #failed = false;
+  #failure: unknown;
+
+  // Finished entries not yet handed out: by index when ordered, in completion order otherwise.
+  #byIndex = new Map<number, MapEntry<I>>();
+  #queue: MapEntry<I>[] = [];
+  #queueStart = 0;
+  #buffered = 0;
+  #nextYield = 0;
+  #results: R[] = [];
+
+  #wake: (() => void) | undefined;
+  #busy: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    host: MapRunHost<I>,
+    inputs: Iterable<I> | AsyncIterable<I>,
+    options: MapRunOptions<I, R>,
+    collecting: boolean,
+  ) {
+    this.#host = host;
+    this.#inputs = inputs;
+    this.#options = options;
+    this.#collecting = collecting;
+  }
+
+  async collect(): Promise<R[]> {
+    this.#start();
+    while (true) {
+      this.#pump();
+      const outcome = this.#outcome();
+      if (outcome === "done") {
+        await this.#end();
+        return this.#results;
+      }
+      if (outcome === "failed") {
+        await this.#end();
+        throw this.#failure;
+      }
+      await this.#sleep();
+    }
+  }
+
+  next(): Promise<IteratorResult<R, undefined>> {
+    const result = this.#busy.then(() => this.#next());
+    this.#busy = result.catch(noop);
+    return result;
+  }
+
+  return(): Promise<IteratorResult<R, undefined>> {
+    const result = this.#busy.then(() => this.#return());
+    this.#busy = result.catch(noop);
+    return result;
+  }
+
+  async #next(): Promise<IteratorResult<R, undefined>> {
+    if (this.#ended) return { done: true, value: undefined };
+    this.#start();
+
+    while (true) {
+      this.#pump();
+      const entry = this.#take();
+      if (entry !== undefined) return { done: false, value: this.#options.format(entry) };
+
+      const outcome = this.#outcome();
+      if (outcome === "done") {
+        await this.#end();
+        return { done: true, value: undefined };
+      }
+      if (outcome === "failed") {
+        await this.#end();
+        throw this.#failure;
+      }
+      await this.#sleep();
+    }
+  }
+
+  async #return(): Promise<IteratorResult<R, undefined>> {
+    if (!this.#ended) {
+      if (this.#started) this.#abort(closedEarly());
+      await this.#end();
+    }
+    return { done: true, value: undefined };
+  }
+
+  #start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#host.runStarted();
+    const signal = this.#controller.signal;
+    signal.addEventListener("abort", () => this.#onAbort(), { once: true });
+    this.#unlinkExecutor = linkSignal(this.#controller, this.#host.executorSignal);
+    this.#unlinkCaller = linkSignal(this.#controller, this.#options.signal);
+    if (!signal.aborted) this.#source = openSource(this.#inputs);
+  }
+
+  // "running": keep waiting; "done": every result was handed out; "failed": end with #failure.
+  #outcome(): "running" | "done" | "failed" {
+    if (this.#controller.signal.aborted && !this.#failed) {
+      this.#failed = true;
+      this.#failure = this.#controller.signal.reason;
+    }
+    if (this.#failed) return this.#inFlight === 0 ? "failed" : "running";
+    if (!this.#inputDone || this.#pulling || this.#inFlight > 0 || this.#buffered > 0) {
+      return "running";
+    }
+    if (this.#sourceFailed) {
+      this.#failed = true;
+      this.#failure = this.#sourceError;
+      return "failed";
+    }
+    return "done";
+  }
+
+  #take(): MapEntry<I> | undefined {
+    if (this.#failed || this.#controller.signal.aborted || this.#buffered === 0) return undefined;
+    let entry: MapEntry<I> | undefined;
+    if (this.#options.ordered) {
+      entry = this.#byIndex.get(this.#nextYield);
+      if (entry === undefined) return undefined;
+      this.#byIndex.delete(this.#nextYield);
+      this.#nextYield++;
+    } else {
+      entry = this.#queue[this.#queueStart];
+      this.#queue[this.#queueStart++] = undefined as unknown as MapEntry<I>;
+      if (this.#queueStart === this.#queue.length) {
+        this.#queue = [];
+        this.#queueStart = 0;
+      }
+    }
+    this.#buffered--;
+    return entry;
+  }
+
+  #pump(): void {
+    const source = this.#source;
+    if (source === undefined || this.#inputDone || this.#pulling) return;
+    const signal = this.#controller.signal;
+    const workers = this.#host.workers();
+    const limit = workers + (this.#collecting ? Infinity : this.#options.bufferSize ?? workers);
+
+    while (!signal.aborted && this.#inFlight < workers && this.#inFlight + this.#buffered < limit) {
+      if (source.kind === "array") {
+        if (this.#arrayIndex >= source.array.length) {
+          this.#inputDone = true;
+          return;
+        }
+        this.#launch(source.array[this.#arrayIndex++] as I);
+        continue;
+      }
+
+      let step: IteratorResult<I> | Promise<IteratorResult<I>>;
+      try {
+        step = source.iterator.next();
+      } catch (error) {
+        this.#onSourceError(error);
+        return;
+      }
+      if (source.kind === "async") {
+        this.#pulling = true;
+        Promise.resolve(step).then(
+          (result) => this.#onPulled(result),
+          (error) => this.#onPulled(undefined, error),
+        );
+        return;
+      }
+      const result = step as IteratorResult<I>;
+      if (result.done) {
+        this.#inputDone = true;
+        return;
+      }
+      this.#launch(result.value);
+    }
+  }
+
+  #onPulled(result: IteratorResult<I> | undefined, error?: unknown): void {
+    this.#pulling = false;
+    if (result === undefined) this.#onSourceError(error);
+    else if (result.done) this.#inputDone = true;
+    else if (this.#controller.signal.aborted) {
+      // The source yielded after the run was cancelled: the input is dropped, never started.
+    } else this.#launch(result.value);
+    this.#pump();
+    this.#notify();
+  }
+
+  #onSourceError(error: unknown): void {
+    this.#inputDone = true;
+    this.#sourceFailed = true;
+    this.#sourceError = error;
+  }
+
+  #launch(input: I): void {
+    const index = this.#nextIndex++;
+    this.#inFlight++;
+    this.#host.execute(input, this.#controller.signal).then(
+      (value) => this.#settle(index, input, true, value),
+      (error) => this.#settle(index, input, false, error),
+    );
+  }
+
+  #settle(index: number, input: I, ok: boolean, value: unknown): void {
+    this.#inFlight--;
+    if (this.#failed || this.#controller.signal.aborted) {
+      this.#notify();
+      return;
+    }
+
+    if (!ok && !this.#options.settled) {
+      this.#failed = true;
+      this.#failure = value;
+      this.#abort(value);
+      this.#notify();
+      return;
+    }
+
+    const entry: MapEntry<I> = { index, input, ok, value };
+    if (this.#collecting) {
+      this.#results[index] = this.#options.format(entry);
+    } else {
+      if (this.#options.ordered) this.#byIndex.set(index, entry);
+      else this.#queue.push(entry);
+      this.#buffered++;
+    }
+    this.#pump();
+    this.#notify();
+  }
+
+  #abort(reason: unknown): void {
+    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+  }
+
+  #onAbort(): void {
+    this.#closeSource();
+    this.#notify();
+  }
+
+  #closeSource(): void {
+    const source = this.#source;
+    const alreadyDone = this.#inputDone;
+    this.#inputDone = true;
+    if (source === undefined || source.kind === "array" || alreadyDone) return;
+    try {
+      const closing = source.iterator.return?.();
+      if (closing instanceof Promise) closing.catch(noop);
+    } catch {
+      // An input iterator that throws while closing has nothing more to report to this run.
+    }
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    if (wake !== undefined) {
+      this.#wake = undefined;
+      wake();
+    }
+  }
+
+  #sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+    });
+  }
+
+  async #end(): Promise<void> {
+    if (this.#ended) return;
+    this.#closeSource();
+    // A pending pull of an async input is not awaited: it may never settle once the run is
+    // cancelled, and whatever it yields is dropped.
+    while (this.#inFlight > 0) await this.#sleep();
+    this.#ended = true;
+    this.#unlinkCaller();
+    this.#unlinkExecutor();
+    this.#byIndex.clear();
+    this.#queue = [];
+    if (this.#started) this.#host.runEnded();
+  }
+}
