@@ -326,6 +326,29 @@ export class AsyncExecutor implements AsyncDisposable {
     inputs: Iterable<I> | AsyncIterable<I>,
     options: MapOptions & { settled: true },
   ): ResultStream<SettledResult<I, O>>;
+  /**
+   * Runs `task` on every input and streams the values in input order; the first failure ends the run.
+   *
+   * @typeParam I The input.
+   * @typeParam O The output.
+   * @param task The function to run on each input.
+   * @param inputs An array, an `Iterable` or an `AsyncIterable`.
+   * @param options As for the `settled: true` form, with `settled` false or absent.
+   * @returns A result stream of the task's values.
+   *
+   * @example Fail fast
+   * ```ts
+   * import { AsyncExecutor } from "@antflow/antflow";
+   * import assert from "node:assert/strict";
+   *
+   * await using executor = new AsyncExecutor({ maxWorkers: 2 });
+   * const stream = executor.map((n: number) => {
+   *   if (n === 2) throw new Error("two");
+   *   return n;
+   * }, [1, 2, 3]);
+   * await assert.rejects(stream.toArray(), { message: "two" });
+   * ```
+   */
   map<I, O>(
     task: Task<I, O>,
     inputs: Iterable<I> | AsyncIterable<I>,
@@ -373,6 +396,29 @@ export class AsyncExecutor implements AsyncDisposable {
     inputs: Iterable<I> | AsyncIterable<I>,
     options: MapOptions & { settled: true },
   ): ResultStream<SettledResult<I, O>>;
+  /**
+   * Runs `task` on every input and streams the values in completion order; the first failure ends the run.
+   *
+   * @typeParam I The input.
+   * @typeParam O The output.
+   * @param task The function to run on each input.
+   * @param inputs An array, an `Iterable` or an `AsyncIterable`.
+   * @param options As for the `settled: true` form, with `settled` false or absent.
+   * @returns A result stream of the task's values.
+   *
+   * @example Fail fast
+   * ```ts
+   * import { AsyncExecutor } from "@antflow/antflow";
+   * import assert from "node:assert/strict";
+   *
+   * await using executor = new AsyncExecutor({ maxWorkers: 2 });
+   * const stream = executor.mapUnordered((n: number) => {
+   *   if (n === 2) throw new Error("two");
+   *   return n;
+   * }, [1, 2, 3]);
+   * await assert.rejects(stream.toArray(), { message: "two" });
+   * ```
+   */
   mapUnordered<I, O>(
     task: Task<I, O>,
     inputs: Iterable<I> | AsyncIterable<I>,
