@@ -3,6 +3,7 @@
 // tasks plus a bounded buffer of finished results.
 
 import type { ResultSource } from "./result_stream.ts";
+import type { Permit } from "./semaphore.ts";
 import { linkSignal, noop } from "./_signals.ts";
 
 /** A finished input of a map run. */
@@ -13,16 +14,32 @@ export interface MapEntry<I> {
   readonly value: unknown;
 }
 
-/** What a map run needs from its executor. */
+/** What a map run needs from the executor or pipeline that owns it. */
 export interface MapRunHost<I> {
-  /** Runs the task on one input under the executor's limits, with the run's signal. */
-  execute(input: I, signal: AbortSignal): Promise<unknown>;
-  /** The executor's current worker count. */
+  /**
+   * Runs the work for one input under the owner's limits, with the run's signal. `admission` is
+   * the permit taken from {@linkcode MapRunHost.admission} before the input was pulled.
+   */
+  execute(
+    input: I,
+    signal: AbortSignal,
+    index: number,
+    admission: Permit | undefined,
+  ): Promise<unknown>;
+  /** The most inputs in flight at once. */
   workers(): number;
-  /** The executor's own signal, aborted on cancelling shutdown. */
+  /** The owner's own signal, aborted on cancelling shutdown. */
   readonly executorSignal: AbortSignal;
-  /** Called once when the run starts and once when it ends, for idle tracking. */
-  runStarted(): void;
+  /**
+   * A limiter whose permit is taken before each input is pulled, so input is read only when the
+   * owner has room for it. The permit passes to `execute`, which releases it.
+   */
+  readonly admission?: {
+    tryAcquire(): Permit | undefined;
+    acquire(signal: AbortSignal): Promise<Permit>;
+  } | undefined;
+  /** Called once when the run starts, with the run's signal, and once when it ends. */
+  runStarted(signal: AbortSignal): void;
   runEnded(): void;
 }
 
@@ -65,7 +82,8 @@ export function mapSource<I, R>(
   };
 }
 
-class MapRun<I, R> implements AsyncIterator<R, undefined> {
+/** One run of a map: an async iterator of its results that can also collect all of them. */
+export class MapRun<I, R> implements AsyncIterator<R, undefined> {
   readonly #host: MapRunHost<I>;
   readonly #options: MapRunOptions<I, R>;
   readonly #collecting: boolean;
@@ -96,6 +114,7 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
   #nextYield = 0;
   #results: R[] = [];
 
+  #admitted: Permit | undefined;
   #wake: (() => void) | undefined;
   #busy: Promise<unknown> = Promise.resolve();
 
@@ -111,10 +130,19 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
     this.#collecting = collecting;
   }
 
+  /** Starts pulling input and running work before anyone reads the results. */
+  begin(): void {
+    this.#start();
+    this.#pump();
+  }
+
   async collect(): Promise<R[]> {
     this.#start();
     while (true) {
       this.#pump();
+      for (let entry = this.#take(); entry !== undefined; entry = this.#take()) {
+        this.#results[entry.index] = this.#options.format(entry);
+      }
       const outcome = this.#outcome();
       if (outcome === "done") {
         await this.#end();
@@ -172,9 +200,9 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
 
   #start(): void {
     if (this.#started) return;
-    this.#started = true;
-    this.#host.runStarted();
     const signal = this.#controller.signal;
+    this.#host.runStarted(signal);
+    this.#started = true;
     signal.addEventListener("abort", () => this.#onAbort(), { once: true });
     this.#unlinkExecutor = linkSignal(this.#controller, this.#host.executorSignal);
     this.#unlinkCaller = linkSignal(this.#controller, this.#options.signal);
@@ -227,9 +255,12 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
     const limit = workers + (this.#collecting ? Infinity : this.#options.bufferSize ?? workers);
 
     while (!signal.aborted && this.#inFlight < workers && this.#inFlight + this.#buffered < limit) {
+      if (!this.#admit()) return;
+
       if (source.kind === "array") {
         if (this.#arrayIndex >= source.array.length) {
           this.#inputDone = true;
+          this.#releaseAdmission();
           return;
         }
         this.#launch(source.array[this.#arrayIndex++] as I);
@@ -254,18 +285,52 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
       const result = step as IteratorResult<I>;
       if (result.done) {
         this.#inputDone = true;
+        this.#releaseAdmission();
         return;
       }
       this.#launch(result.value);
     }
   }
 
+  // Takes the owner's admission permit for the next input; false while waiting for it.
+  #admit(): boolean {
+    const admission = this.#host.admission;
+    if (admission === undefined || this.#admitted !== undefined) return true;
+    this.#admitted = admission.tryAcquire();
+    if (this.#admitted !== undefined) return true;
+
+    this.#pulling = true;
+    admission.acquire(this.#controller.signal).then(
+      (permit) => {
+        this.#pulling = false;
+        if (this.#controller.signal.aborted || this.#inputDone) permit.release();
+        else this.#admitted = permit;
+        this.#pump();
+        this.#notify();
+      },
+      () => {
+        // Only an abort rejects the wait, and the abort ends the run.
+        this.#pulling = false;
+        this.#notify();
+      },
+    );
+    return false;
+  }
+
+  #releaseAdmission(): void {
+    this.#admitted?.release();
+    this.#admitted = undefined;
+  }
+
   #onPulled(result: IteratorResult<I> | undefined, error?: unknown): void {
     this.#pulling = false;
     if (result === undefined) this.#onSourceError(error);
-    else if (result.done) this.#inputDone = true;
-    else if (this.#controller.signal.aborted) {
+    else if (result.done) {
+      this.#inputDone = true;
+      this.#releaseAdmission();
+    } else if (this.#controller.signal.aborted) {
       // The source yielded after the run was cancelled: the input is dropped, never started.
+      this.#releaseAdmission();
     } else this.#launch(result.value);
     this.#pump();
     this.#notify();
@@ -273,14 +338,17 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
 
   #onSourceError(error: unknown): void {
     this.#inputDone = true;
+    this.#releaseAdmission();
     this.#sourceFailed = true;
     this.#sourceError = error;
   }
 
   #launch(input: I): void {
     const index = this.#nextIndex++;
+    const admission = this.#admitted;
+    this.#admitted = undefined;
     this.#inFlight++;
-    this.#host.execute(input, this.#controller.signal).then(
+    this.#host.execute(input, this.#controller.signal, index, admission).then(
       (value) => this.#settle(index, input, true, value),
       (error) => this.#settle(index, input, false, error),
     );
@@ -323,6 +391,7 @@ class MapRun<I, R> implements AsyncIterator<R, undefined> {
   }
 
   #closeSource(): void {
+    this.#releaseAdmission();
     const source = this.#source;
     const alreadyDone = this.#inputDone;
     this.#inputDone = true;

@@ -28,7 +28,7 @@ export function toRetryPolicy(
   const delayMs = checkFinite(action, "retry.delayMs", options.delayMs ?? 0, 0);
   const backoff = options.backoff ?? "fixed";
   if (backoff !== "fixed" && backoff !== "exponential") {
-    throw new TypeError(
+    throw new RangeError(
       invalidMessage(action, "retry.backoff", `"fixed" or "exponential"`, backoff),
     );
   }

@@ -7,7 +7,7 @@ export function describeValue(value: unknown): string {
   if (typeof value === "bigint") return `${value}n`;
   if (typeof value === "function") return "a function";
   if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
+  if (Array.isArray(value)) return value.length === 0 ? "an empty array" : "an array";
   if (typeof value === "object") return "an object";
   return String(value);
 }
@@ -67,13 +67,15 @@ export function checkSignal(action: string, value: unknown): void {
 }
 
 /** Validates a timeout option: `undefined` or `Infinity` mean none, otherwise a finite number > 0. */
-export function checkTimeout(action: string, value: unknown): number | undefined {
+export function checkTimeout(
+  action: string,
+  value: unknown,
+  option = "timeoutMs",
+): number | undefined {
   if (value === undefined || value === Infinity) return undefined;
   const rule = "a number > 0";
-  if (typeof value !== "number") {
-    throw new TypeError(invalidMessage(action, "timeoutMs", rule, value));
-  }
-  if (!(value > 0)) throw new RangeError(invalidMessage(action, "timeoutMs", rule, value));
+  if (typeof value !== "number") throw new TypeError(invalidMessage(action, option, rule, value));
+  if (!(value > 0)) throw new RangeError(invalidMessage(action, option, rule, value));
   return value;
 }
 

@@ -491,7 +491,7 @@ export class AsyncExecutor implements AsyncDisposable {
     const returnWhen = options?.returnWhen ?? "all-completed";
     if (!["first-completed", "first-error", "all-completed"].includes(returnWhen)) {
       return Promise.reject(
-        new TypeError(
+        new RangeError(
           invalidMessage(
             "wait for the promises",
             "returnWhen",

@@ -27,3 +27,5 @@ export * from "./result_stream.ts";
 export * from "./retry.ts";
 export * from "./semaphore.ts";
 export * from "./task.ts";
+export * from "./pipeline.ts";
+export * from "./stage.ts";

@@ -43,6 +43,13 @@ export interface AcquireOptions {
    * @default {1}
    */
   weight?: number | undefined;
+  /**
+   * The request's place in the queue: lower values are served first, equal values in arrival
+   * order. Limiters that keep a plain FIFO queue ignore it.
+   *
+   * @default {0}
+   */
+  priority?: number | undefined;
 }
 
 /**
@@ -73,6 +80,7 @@ export interface Limiter {
 
 interface Waiter {
   readonly weight: number;
+  readonly priority: number;
   readonly resolve: (permit: Permit) => void;
   readonly reject: (reason: unknown) => void;
   readonly signal: AbortSignal | undefined;
@@ -108,8 +116,9 @@ class SemaphorePermit implements Permit {
 /**
  * A counting semaphore with FIFO waiters, weights, abortable waits and run-time resizing.
  *
- * Waiters are served strictly in arrival order: a waiter that asks for more than is free blocks
- * the ones behind it, so a heavy request is never starved by light ones. The fast path (a permit
+ * Waiters are served in order of `priority` (lower first), then strictly in arrival order: a
+ * waiter that asks for more than is free blocks the ones behind it, so a heavy request is never
+ * starved by light ones. The fast path (a permit
  * is free and nobody waits) starts no timer and allocates one promise and one permit object.
  *
  * @example Limit how many calls run at once
@@ -201,9 +210,13 @@ export class Semaphore implements Limiter {
    */
   acquire(options?: AcquireOptions): Promise<Permit> {
     const weight = options?.weight ?? 1;
+    const priority = options?.priority ?? 0;
     const signal = options?.signal;
     try {
       this.#checkWeight("acquire a permit", weight);
+      if (typeof priority !== "number" || Number.isNaN(priority)) {
+        throw new TypeError(invalidMessage("acquire a permit", "priority", "a number", priority));
+      }
     } catch (error) {
       return Promise.reject(error);
     }
@@ -217,21 +230,19 @@ export class Semaphore implements Limiter {
     return new Promise<Permit>((resolve, reject) => {
       const waiter: Waiter = {
         weight,
+        priority,
         resolve,
         reject,
         signal,
         onAbort: undefined,
-        previous: this.#tail,
+        previous: undefined,
         next: undefined,
       };
       if (signal !== undefined) {
         waiter.onAbort = () => this.#abortWaiter(waiter);
         signal.addEventListener("abort", waiter.onAbort, { once: true });
       }
-      if (this.#tail === undefined) this.#head = waiter;
-      else this.#tail.next = waiter;
-      this.#tail = waiter;
-      this.#waiting++;
+      this.#insert(waiter);
     });
   }
 
@@ -375,6 +386,20 @@ export class Semaphore implements Limiter {
       waiter.resolve(new SemaphorePermit(this, waiter.weight));
       waiter = this.#head;
     }
+  }
+
+  // Places the waiter after every waiter whose priority is lower or equal, searching from the tail
+  // because most requests share one priority.
+  #insert(waiter: Waiter): void {
+    let before = this.#tail;
+    while (before !== undefined && before.priority > waiter.priority) before = before.previous;
+    waiter.previous = before;
+    waiter.next = before === undefined ? this.#head : before.next;
+    if (waiter.next === undefined) this.#tail = waiter;
+    else waiter.next.previous = waiter;
+    if (before === undefined) this.#head = waiter;
+    else before.next = waiter;
+    this.#waiting++;
   }
 
   #abortWaiter(waiter: Waiter): void {

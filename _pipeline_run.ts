@@ -1,0 +1,478 @@
+// One run of a pipeline: the per-stage worker and admission semaphores, the journey of each item
+// through the stages, and the counters that stats and events read.
+
+import { PipelineItemError } from "./errors.ts";
+import { type Permit, Semaphore } from "./semaphore.ts";
+import type { ItemInfo, StageTaskContext } from "./stage.ts";
+import { callSafely, runGuarded } from "./_attempt.ts";
+import { retryDelayMs, type RetryPolicy, shouldRetry, sleep } from "./_retry.ts";
+import { linkSignal, noop, timeoutReason } from "./_signals.ts";
+import type { ResolvedTask, StagePlan } from "./_stage_plan.ts";
+
+// Semaphore capacities must be integers; an unbounded queue uses the largest safe one.
+const UNBOUNDED = Number.MAX_SAFE_INTEGER;
+
+/** Where an item is inside a stage. */
+export type ItemState = "queued" | "parked" | "running" | "outbound";
+
+/** A pipeline item on its way through the stages. */
+export interface Item {
+  readonly index: number;
+  readonly priority: number;
+  readonly input: unknown;
+  value: unknown;
+  state: ItemState | undefined;
+}
+
+/** The event and callback sink of a run, implemented by the pipeline. */
+export interface RunObserver {
+  /** Whether anyone listens, so events are built only when needed. */
+  listening(): boolean;
+  emit(type: "item" | "task", detail: object): void;
+  callbackFailed(source: string, stage: string, index: number, error: unknown): void;
+}
+
+/** The live counters of one stage in one run. */
+export class StageRuntime {
+  readonly plan: StagePlan;
+  readonly workers: Semaphore;
+  readonly admission: Semaphore;
+  readonly counts: Record<ItemState, number> = { queued: 0, parked: 0, running: 0, outbound: 0 };
+  completed = 0;
+  failed = 0;
+  retried = 0;
+  skipped = 0;
+
+  constructor(plan: StagePlan) {
+    this.plan = plan;
+    this.workers = new Semaphore(plan.workers);
+    this.admission = new Semaphore(Math.min(UNBOUNDED, plan.queueCapacity + plan.workers));
+  }
+}
+
+/** A task's failure together with the task and attempt that produced it. */
+class TaskFailure {
+  constructor(readonly error: unknown, readonly task: string, readonly attempts: number) {}
+}
+
+/** A bounded record of failures by error type and by stage, plus the most recent ones. */
+export class FailureLog {
+  static readonly RECENT = 50;
+  total = 0;
+  readonly byType: Map<string, number> = new Map();
+  readonly byStage: Map<string, number> = new Map();
+  readonly recent: {
+    index: number;
+    stage: string;
+    task: string;
+    attempts: number;
+    error: unknown;
+  }[] = [];
+
+  add(error: unknown, stage: string, task: string, attempts: number, index: number): void {
+    this.total++;
+    const type = error instanceof Error ? error.name : typeof error;
+    this.byType.set(type, (this.byType.get(type) ?? 0) + 1);
+    this.byStage.set(stage, (this.byStage.get(stage) ?? 0) + 1);
+    this.recent.push({ index, stage, task, attempts, error });
+    if (this.recent.length > FailureLog.RECENT) this.recent.shift();
+  }
+}
+
+/** The state of one run: its stages, its counters, and the journey of every item. */
+export class PipelineRun {
+  readonly stages: readonly StageRuntime[];
+  readonly failures: FailureLog = new FailureLog();
+  readonly startedAt: number = performance.now();
+  endedAt: number | undefined;
+  fed = 0;
+  succeeded = 0;
+  failed = 0;
+  cancelled = 0;
+  #active = 0;
+  #closed = false;
+  #idleWaiters: (() => void)[] = [];
+  #signal: AbortSignal = new AbortController().signal;
+  readonly #observer: RunObserver;
+
+  constructor(plans: readonly StagePlan[], observer: RunObserver) {
+    this.stages = plans.map((plan) => new StageRuntime(plan));
+    this.#observer = observer;
+  }
+
+  /** Ties the run to its signal: an abort rejects every wait on the run's own semaphores. */
+  attach(signal: AbortSignal): void {
+    this.#signal = signal;
+    const onAbort = () => {
+      for (const stage of this.stages) {
+        stage.workers.rejectWaiting(signal.reason);
+        stage.admission.rejectWaiting(signal.reason);
+      }
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  /** The sum of every stage's capacity: the most items that can be inside the pipeline. */
+  capacity(): number {
+    let total = 0;
+    for (const stage of this.stages) total += stage.admission.capacity;
+    return Math.min(UNBOUNDED, total);
+  }
+
+  /** The number of items inside the pipeline now. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** Marks that no more items will be fed. */
+  close(): void {
+    this.#closed = true;
+    this.#checkIdle();
+  }
+
+  /** Resolves once the run is closed and every item has left the pipeline. */
+  whenDrained(): Promise<void> {
+    if (this.#closed && this.#active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Waits for room in stage `stageIndex` and returns the admission permit. */
+  async admit(stageIndex: number, priority: number): Promise<Permit> {
+    const admission = (this.stages[stageIndex] as StageRuntime).admission;
+    this.#signal.throwIfAborted();
+    return admission.tryAcquire() ?? await admission.acquire({ priority });
+  }
+
+  /**
+   * Carries one item from stage `stageIndex` to the end of the pipeline, holding `admission`
+   * (a permit of that stage). Resolves with the last stage's output; rejects with a
+   * {@linkcode PipelineItemError} when the item fails, or with the abort reason.
+   */
+  async journey(item: Item, stageIndex: number, admission: Permit): Promise<unknown> {
+    this.fed++;
+    this.#active++;
+    let permit = admission;
+    let stage = this.stages[stageIndex] as StageRuntime;
+
+    try {
+      for (let k = stageIndex;; k++) {
+        stage = this.stages[k] as StageRuntime;
+        item.value = await this.#process(stage, item);
+        if (k + 1 === this.stages.length) {
+          this.#setState(stage, item, undefined);
+          this.succeeded++;
+          return item.value;
+        }
+
+        this.#setState(stage, item, "outbound");
+        const next = await this.admit(k + 1, item.priority);
+        this.#setState(stage, item, undefined);
+        permit.release();
+        permit = next;
+      }
+    } catch (error) {
+      this.#setState(stage, item, undefined);
+      if (error instanceof PipelineItemError) this.failed++;
+      else this.cancelled++;
+      throw error;
+    } finally {
+      permit.release();
+      this.#active--;
+      this.#checkIdle();
+    }
+  }
+
+  #checkIdle(): void {
+    if (!this.#closed || this.#active > 0) return;
+    this.endedAt ??= performance.now();
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  #setState(stage: StageRuntime, item: Item, state: ItemState | undefined): void {
+    if (item.state !== undefined) stage.counts[item.state]--;
+    item.state = state;
+    if (state !== undefined) stage.counts[state]++;
+  }
+
+  // Runs one stage's chain on the item; resolves with the stage's output.
+  async #process(stage: StageRuntime, item: Item): Promise<unknown> {
+    const plan = stage.plan;
+    const input = item.value;
+    this.#setState(stage, item, "queued");
+    this.#itemEvent("queued", stage, item, 1);
+
+    if (plan.skipIf !== undefined) {
+      let skip: boolean;
+      try {
+        skip = await plan.skipIf(input, this.#info(stage, item, 1));
+      } catch (error) {
+        throw this.#fail(stage, item, new TaskFailure(error, "skipIf", 1));
+      }
+      if (skip === true) {
+        stage.skipped++;
+        this.#itemEvent("skipped", stage, item, 1);
+        this.#callback("onSkip", plan.onSkip, stage, item, input, this.#info(stage, item, 1));
+        return input;
+      }
+    }
+
+    for (let pass = 1;; pass++) {
+      const timed = new StageTimer(this.#signal, plan.stageTimeoutMs);
+      let value = input;
+      try {
+        for (const task of plan.tasks) value = await this.#runTask(stage, task, value, item, timed);
+        timed.dispose();
+      } catch (caught) {
+        timed.dispose();
+        const failure = caught instanceof TaskFailure ? caught : new TaskFailure(caught, "", pass);
+        const retryStage = plan.retryScope === "stage" &&
+          shouldRetry(plan.retry, failure.error, pass, this.#signal);
+        if (!retryStage) {
+          if (plan.retryScope === "stage") {
+            throw this.#fail(stage, item, new TaskFailure(failure.error, failure.task, pass));
+          }
+          throw this.#fail(stage, item, failure);
+        }
+
+        stage.retried++;
+        this.#itemEvent("retrying", stage, item, pass, failure.error);
+        this.#setState(stage, item, "parked");
+        await sleep(retryDelayMs(plan.retry as RetryPolicy, pass), this.#signal);
+        this.#setState(stage, item, "queued");
+        continue;
+      }
+
+      stage.completed++;
+      this.#itemEvent("completed", stage, item, pass);
+      this.#callback(
+        "onSuccess",
+        plan.onSuccess,
+        stage,
+        item,
+        value,
+        this.#info(stage, item, pass),
+      );
+      return value;
+    }
+  }
+
+  // Runs one task of the chain, with task-scope retries; throws a TaskFailure.
+  async #runTask(
+    stage: StageRuntime,
+    task: ResolvedTask,
+    input: unknown,
+    item: Item,
+    timed: StageTimer,
+  ): Promise<unknown> {
+    const plan = stage.plan;
+    for (let attempt = 1;; attempt++) {
+      const startedAt = performance.now();
+      try {
+        return await this.#attempt(stage, task, input, item, timed, attempt, startedAt);
+      } catch (error) {
+        if (this.#signal.aborted) throw error;
+        const retryTask = plan.retryScope === "task" &&
+          shouldRetry(plan.retry, error, attempt, timed.signal);
+        const durationMs = performance.now() - startedAt;
+        if (!retryTask) {
+          this.#taskEvent("fail", stage, task, item, attempt, durationMs, error);
+          throw new TaskFailure(error, task.name, attempt);
+        }
+
+        stage.retried++;
+        this.#taskEvent("retry", stage, task, item, attempt, durationMs, error);
+        this.#setState(stage, item, "parked");
+        try {
+          await sleep(retryDelayMs(plan.retry as RetryPolicy, attempt), timed.signal);
+        } catch (reason) {
+          throw new TaskFailure(reason, task.name, attempt);
+        }
+      }
+    }
+  }
+
+  async #attempt(
+    stage: StageRuntime,
+    task: ResolvedTask,
+    input: unknown,
+    item: Item,
+    timed: StageTimer,
+    attempt: number,
+    startedAt: number,
+  ): Promise<unknown> {
+    const signal = timed.signal;
+    // Waits on the run's own semaphores need no signal: an abort of the run rejects them all.
+    // A stage timeout is per item, so those waits take the item's signal.
+    const waitSignal = timed.timed ? signal : undefined;
+
+    let limiterPermit: Permit | undefined;
+    if (task.limiter !== undefined) {
+      this.#setState(stage, item, "parked");
+      limiterPermit = await task.limiter.acquire({ signal, priority: item.priority });
+    }
+
+    this.#setState(stage, item, "queued");
+    let worker = stage.workers.tryAcquire();
+    if (worker === undefined) {
+      try {
+        signal.throwIfAborted();
+        worker = await stage.workers.acquire({ signal: waitSignal, priority: item.priority });
+      } catch (error) {
+        limiterPermit?.release();
+        throw error;
+      }
+    }
+    if (signal.aborted) {
+      worker.release();
+      limiterPermit?.release();
+      throw signal.reason;
+    }
+
+    this.#setState(stage, item, "running");
+    timed.start();
+    this.#taskEvent("start", stage, task, item, attempt, 0, undefined);
+    const fn = task.fn;
+    const start = (taskSignal: AbortSignal) => {
+      const context: StageTaskContext = {
+        signal: taskSignal,
+        attempt,
+        stage: stage.plan.name,
+        task: task.name,
+        index: item.index,
+      };
+      return callSafely(() => fn(input, context));
+    };
+    const value = await runGuarded(
+      start,
+      timed.signal,
+      stage.plan.timeoutMs,
+      timed.timed,
+      worker,
+      limiterPermit,
+    );
+    this.#taskEvent(
+      "complete",
+      stage,
+      task,
+      item,
+      attempt,
+      performance.now() - startedAt,
+      undefined,
+    );
+    return value;
+  }
+
+  #fail(stage: StageRuntime, item: Item, failure: TaskFailure): unknown {
+    if (this.#signal.aborted) return this.#signal.reason;
+    stage.failed++;
+    this.failures.add(failure.error, stage.plan.name, failure.task, failure.attempts, item.index);
+    this.#itemEvent("failed", stage, item, failure.attempts, failure.error);
+    const info = { ...this.#info(stage, item, failure.attempts), task: failure.task };
+    this.#callback("onFailure", stage.plan.onFailure, stage, item, failure.error, info);
+    return new PipelineItemError(failure.error, {
+      index: item.index,
+      stage: stage.plan.name,
+      task: failure.task,
+      attempts: failure.attempts,
+    });
+  }
+
+  #info(stage: StageRuntime, item: Item, attempts: number): ItemInfo {
+    return { index: item.index, stage: stage.plan.name, attempts };
+  }
+
+  #callback<A>(
+    source: string,
+    callback: ((value: A, info: never) => unknown) | undefined,
+    stage: StageRuntime,
+    item: Item,
+    value: A,
+    info: ItemInfo,
+  ): void {
+    if (callback === undefined) return;
+    const report = (error: unknown) =>
+      this.#observer.callbackFailed(source, stage.plan.name, item.index, error);
+    try {
+      const result = (callback as (value: A, info: ItemInfo) => unknown)(value, info);
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function") {
+        (result as PromiseLike<unknown>).then(undefined, report);
+      }
+    } catch (error) {
+      report(error);
+    }
+  }
+
+  #itemEvent(
+    status: string,
+    stage: StageRuntime,
+    item: Item,
+    attempt: number,
+    error?: unknown,
+  ): void {
+    if (!this.#observer.listening()) return;
+    const detail = { status, stage: stage.plan.name, index: item.index, attempt, error };
+    this.#observer.emit("item", detail);
+  }
+
+  #taskEvent(
+    type: string,
+    stage: StageRuntime,
+    task: ResolvedTask,
+    item: Item,
+    attempt: number,
+    durationMs: number,
+    error: unknown,
+  ): void {
+    if (!this.#observer.listening()) return;
+    const detail = {
+      type,
+      stage: stage.plan.name,
+      task: task.name,
+      index: item.index,
+      attempt,
+      durationMs,
+      error,
+    };
+    this.#observer.emit("task", detail);
+  }
+}
+
+// The signal of one pass of an item through a stage: the run's signal, or with a stage timeout a
+// signal of its own whose timer starts when the pass's first task starts.
+class StageTimer {
+  readonly signal: AbortSignal;
+  readonly timed: boolean;
+  #controller: AbortController | undefined;
+  #timeoutMs: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #unlink = noop;
+
+  constructor(runSignal: AbortSignal, timeoutMs: number | undefined) {
+    if (timeoutMs === undefined) {
+      this.signal = runSignal;
+      this.timed = false;
+      return;
+    }
+    this.#controller = new AbortController();
+    this.#unlink = linkSignal(this.#controller, runSignal);
+    this.#timeoutMs = timeoutMs;
+    this.signal = this.#controller.signal;
+    this.timed = true;
+  }
+
+  start(): void {
+    const controller = this.#controller;
+    const timeoutMs = this.#timeoutMs;
+    if (controller === undefined || timeoutMs === undefined || this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => controller.abort(timeoutReason(timeoutMs)), timeoutMs);
+  }
+
+  dispose(): void {
+    clearTimeout(this.#timer);
+    this.#unlink();
+    this.#unlink = noop;
+  }
+}
