@@ -14,18 +14,23 @@ export interface MapEntry<I> {
   readonly value: unknown;
 }
 
+/** Reports the outcome of one input; it may be called synchronously from `execute`. */
+export type SettleCallback<I> = (index: number, input: I, ok: boolean, value: unknown) => void;
+
 /** What a map run needs from the executor or pipeline that owns it. */
 export interface MapRunHost<I> {
   /**
-   * Runs the work for one input under the owner's limits, with the run's signal. `admission` is
-   * the permit taken from {@linkcode MapRunHost.admission} before the input was pulled.
+   * Runs the work for one input under the owner's limits, with the run's signal, and reports the
+   * outcome through `settle` exactly once. `admission` is the permit taken from
+   * {@linkcode MapRunHost.admission} before the input was pulled.
    */
   execute(
     input: I,
     signal: AbortSignal,
     index: number,
     admission: Permit | undefined,
-  ): Promise<unknown>;
+    settle: SettleCallback<I>,
+  ): void;
   /** The most inputs in flight at once. */
   workers(): number;
   /** The owner's own signal, aborted on cancelling shutdown. */
@@ -115,8 +120,11 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
   #results: R[] = [];
 
   #admitted: Permit | undefined;
+  #pumping = false;
+  #insideNext = false;
+  #closeDeferred = false;
   #wake: (() => void) | undefined;
-  #busy: Promise<unknown> = Promise.resolve();
+  #inProgress: Promise<unknown> | undefined;
 
   constructor(
     host: MapRunHost<I>,
@@ -157,14 +165,34 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
   }
 
   next(): Promise<IteratorResult<R, undefined>> {
-    const result = this.#busy.then(() => this.#next());
-    this.#busy = result.catch(noop);
-    return result;
+    // Fast path: a result is ready and no earlier call is still in progress.
+    if (this.#inProgress === undefined && this.#started && !this.#ended) {
+      this.#pump();
+      const entry = this.#take();
+      if (entry !== undefined) {
+        // The entry's buffer slot is free now, so another input may start.
+        this.#pump();
+        return Promise.resolve({ done: false, value: this.#options.format(entry) });
+      }
+    }
+    return this.#serialize(() => this.#next());
   }
 
   return(): Promise<IteratorResult<R, undefined>> {
-    const result = this.#busy.then(() => this.#return());
-    this.#busy = result.catch(noop);
+    return this.#serialize(() => this.#return());
+  }
+
+  // Runs calls of next() and return() one after another, as a for-await loop would.
+  #serialize(
+    call: () => Promise<IteratorResult<R, undefined>>,
+  ): Promise<IteratorResult<R, undefined>> {
+    const previous = this.#inProgress;
+    const result = previous === undefined ? call() : previous.then(call, call);
+    this.#inProgress = result;
+    const clear = () => {
+      if (this.#inProgress === result) this.#inProgress = undefined;
+    };
+    result.then(clear, clear);
     return result;
   }
 
@@ -175,7 +203,10 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
     while (true) {
       this.#pump();
       const entry = this.#take();
-      if (entry !== undefined) return { done: false, value: this.#options.format(entry) };
+      if (entry !== undefined) {
+        this.#pump();
+        return { done: false, value: this.#options.format(entry) };
+      }
 
       const outcome = this.#outcome();
       if (outcome === "done") {
@@ -248,6 +279,18 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
   }
 
   #pump(): void {
+    // A task that settles synchronously calls #settle, and so #pump, from inside this loop; the
+    // outer loop goes on instead, which keeps the stack flat.
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      this.#pumpInputs();
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #pumpInputs(): void {
     const source = this.#source;
     if (source === undefined || this.#inputDone || this.#pulling) return;
     const signal = this.#controller.signal;
@@ -268,10 +311,20 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
       }
 
       let step: IteratorResult<I> | Promise<IteratorResult<I>>;
+      this.#insideNext = true;
       try {
         step = source.iterator.next();
       } catch (error) {
         this.#onSourceError(error);
+        return;
+      } finally {
+        this.#insideNext = false;
+      }
+      if (this.#closeDeferred) {
+        // The run was cancelled while the source ran; whatever it yielded is dropped.
+        this.#closeDeferred = false;
+        if (source.kind === "async") Promise.resolve(step).catch(noop);
+        this.#closeIterator(source.iterator);
         return;
       }
       if (source.kind === "async") {
@@ -348,11 +401,11 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
     const admission = this.#admitted;
     this.#admitted = undefined;
     this.#inFlight++;
-    this.#host.execute(input, this.#controller.signal, index, admission).then(
-      (value) => this.#settle(index, input, true, value),
-      (error) => this.#settle(index, input, false, error),
-    );
+    this.#host.execute(input, this.#controller.signal, index, admission, this.#settleCallback);
   }
+
+  readonly #settleCallback: SettleCallback<I> = (index, input, ok, value) =>
+    this.#settle(index, input, ok, value);
 
   #settle(index: number, input: I, ok: boolean, value: unknown): void {
     this.#inFlight--;
@@ -396,8 +449,14 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
     const alreadyDone = this.#inputDone;
     this.#inputDone = true;
     if (source === undefined || source.kind === "array" || alreadyDone) return;
+    // A source that cancels the run from inside its own next() cannot be closed until it returns.
+    if (this.#insideNext) this.#closeDeferred = true;
+    else this.#closeIterator(source.iterator);
+  }
+
+  #closeIterator(iterator: Iterator<I> | AsyncIterator<I>): void {
     try {
-      const closing = source.iterator.return?.();
+      const closing = iterator.return?.();
       if (closing instanceof Promise) closing.catch(noop);
     } catch {
       // An input iterator that throws while closing has nothing more to report to this run.

@@ -11,6 +11,7 @@ import type { RetryOptions } from "./retry.ts";
 import { type Limiter, type Permit, Semaphore } from "./semaphore.ts";
 import type { Task, TaskContext } from "./task.ts";
 import { runGuarded } from "./_attempt.ts";
+import { semaphoreHooks } from "./_semaphore_hooks.ts";
 import { type MapEntry, mapSource } from "./_map_run.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep, toRetryPolicy } from "./_retry.ts";
 import { linkSignal, noop, timeoutReason } from "./_signals.ts";
@@ -139,6 +140,8 @@ export interface AsCompletedOptions {
 
 interface Job<I, O> {
   readonly task: Task<I, O>;
+  /** No limiter, timeout or retry: the task runs on the callback-based fast path. */
+  readonly simple: boolean;
   readonly limiter: Limiter | undefined;
   readonly timeoutMs: number | undefined;
   readonly retry: RetryPolicy | undefined;
@@ -173,6 +176,7 @@ export class AsyncExecutor implements AsyncDisposable {
   #pending = 0;
   #waitingForLimiters = 0;
   #idleWaiters: (() => void)[] = [];
+  readonly #context: TaskContext = Object.freeze({ signal: this.#controller.signal, attempt: 1 });
 
   /**
    * Creates an executor.
@@ -272,6 +276,15 @@ export class AsyncExecutor implements AsyncDisposable {
     if (callerSignal?.aborted) return Promise.reject(callerSignal.reason);
 
     this.#pending++;
+    if (callerSignal === undefined && job.simple) {
+      return new Promise<O>((resolve, reject) => {
+        this.#runSimple(job.task, input, this.#context, (ok, value) => {
+          this.#settled();
+          if (ok) resolve(value as O);
+          else reject(value);
+        });
+      });
+    }
     if (callerSignal === undefined) {
       return this.#execute(job, input, this.#controller.signal, undefined, false).finally(() =>
         this.#settled()
@@ -583,6 +596,36 @@ export class AsyncExecutor implements AsyncDisposable {
     this.#workers.rejectWaiting(reason);
   }
 
+  // Runs a task that has no limiter, timeout or retry, with callbacks instead of async frames,
+  // because a queued task then costs one semaphore waiter and nothing more.
+  #runSimple<I, O>(
+    task: Task<I, O>,
+    input: I,
+    context: TaskContext,
+    done: (ok: boolean, value: unknown) => void,
+  ): void {
+    const worker = this.#workers.tryAcquire();
+    if (worker !== undefined) {
+      callWithWorker(task, input, context, worker, done);
+      return;
+    }
+    // Waiters that follow only the executor's signal are rejected by a cancelling shutdown
+    // directly; a map run's waiters take the run's signal.
+    const onGrant = (permit: Permit) => {
+      // A grant in the same turn as an abort goes back instead of running the task.
+      if (context.signal.aborted) {
+        permit.release();
+        done(false, context.signal.reason);
+      } else callWithWorker(task, input, context, permit, done);
+    };
+    const onReject = (error: unknown) => done(false, error);
+    if (context.signal === this.#controller.signal) {
+      semaphoreHooks.enqueue(this.#workers, onGrant, onReject);
+    } else {
+      this.#workers.acquire({ signal: context.signal }).then(onGrant, onReject);
+    }
+  }
+
   #settled(): void {
     this.#pending--;
     if (this.#pending === 0 && this.#idleWaiters.length > 0) {
@@ -594,13 +637,15 @@ export class AsyncExecutor implements AsyncDisposable {
 
   #toJob<I, O>(action: string, task: Task<I, O>, options: SubmitOptions | undefined): Job<I, O> {
     checkFunction(action, "task", task);
-    checkSignal(action, options?.signal);
-    return {
-      task,
-      limiter: toLimiter(action, "semaphore", options?.semaphore, combineLimiters),
-      timeoutMs: checkTimeout(action, options?.timeoutMs),
-      retry: toRetryPolicy(action, options?.retry),
-    };
+    if (options === undefined) {
+      return { task, simple: true, limiter: undefined, timeoutMs: undefined, retry: undefined };
+    }
+    checkSignal(action, options.signal);
+    const limiter = toLimiter(action, "semaphore", options.semaphore, combineLimiters);
+    const timeoutMs = checkTimeout(action, options.timeoutMs);
+    const retry = toRetryPolicy(action, options.retry);
+    const simple = limiter === undefined && timeoutMs === undefined && retry === undefined;
+    return { task, simple, limiter, timeoutMs, retry };
   }
 
   #map<I, O>(
@@ -623,13 +668,25 @@ export class AsyncExecutor implements AsyncDisposable {
       : checkInteger(action, "bufferSize", options.bufferSize, 0);
     const settled = options?.settled === true;
 
+    // Every task of one run shares one frozen context while it has no timeout and no retry.
+    let context: TaskContext | undefined;
     return new ResultStream(mapSource<I, O | SettledResult<I, O>>(
       {
-        execute: (input, signal) => {
-          if (this.#closed && this.#controller.signal.aborted) {
-            return Promise.reject(this.#controller.signal.reason);
+        execute: (input, signal, index, _admission, settle) => {
+          if (job.simple) {
+            context ??= Object.freeze({ signal, attempt: 1 });
+            this.#runSimple(
+              job.task,
+              input,
+              context,
+              (ok, value) => settle(index, input, ok, value),
+            );
+            return;
           }
-          return this.#execute(job, input, signal, signal, false);
+          this.#execute(job, input, signal, signal, false).then(
+            (value) => settle(index, input, true, value),
+            (error) => settle(index, input, false, error),
+          );
         },
         workers: () => this.#workers.capacity,
         executorSignal: this.#controller.signal,
@@ -717,6 +774,38 @@ export class AsyncExecutor implements AsyncDisposable {
     };
     return await runGuarded(start, signal, job.timeoutMs, race, worker, limiterPermit);
   }
+}
+
+function callWithWorker<I, O>(
+  task: Task<I, O>,
+  input: I,
+  context: TaskContext,
+  worker: Permit,
+  done: (ok: boolean, value: unknown) => void,
+): void {
+  let result: O | PromiseLike<O>;
+  try {
+    result = task(input, context);
+  } catch (error) {
+    worker.release();
+    done(false, error);
+    return;
+  }
+  if (typeof (result as PromiseLike<O> | null)?.then !== "function") {
+    worker.release();
+    done(true, result);
+    return;
+  }
+  (result as PromiseLike<O>).then(
+    (value) => {
+      worker.release();
+      done(true, value);
+    },
+    (error) => {
+      worker.release();
+      done(false, error);
+    },
+  );
 }
 
 function toValue<I, O>(entry: MapEntry<I>): O {

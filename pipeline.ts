@@ -395,9 +395,12 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
     let run: PipelineRun | undefined;
 
     const host: MapRunHost<unknown> = {
-      execute: (input, _signal, index, admission) => {
+      execute: (input, _signal, index, admission, settle) => {
         const item: Item = { index, priority: 0, input, value: input, state: undefined };
-        return (run as PipelineRun).journey(item, 0, admission as never);
+        (run as PipelineRun).journey(item, 0, admission as never).then(
+          (value) => settle(index, input, true, value),
+          (error) => settle(index, input, false, error),
+        );
       },
       workers: () => run?.capacity() ?? 1,
       executorSignal: this.#controller.signal,
@@ -454,7 +457,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
     const channel = new FeedChannel();
     let run: PipelineRun | undefined;
     const host: MapRunHost<FeedEntry> = {
-      execute: async (entry, _signal, index) => {
+      execute: (entry, _signal, index, _admission, settle) => {
         const item: Item = {
           index,
           priority: entry.priority,
@@ -462,15 +465,21 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
           value: entry.value,
           state: undefined,
         };
-        let admission;
-        try {
-          admission = await (run as PipelineRun).admit(entry.stage, entry.priority);
-        } catch (error) {
-          entry.admitted.reject(error);
-          throw error;
-        }
-        entry.admitted.resolve();
-        return (run as PipelineRun).journey(item, entry.stage, admission);
+        const enter = async () => {
+          let admission;
+          try {
+            admission = await (run as PipelineRun).admit(entry.stage, entry.priority);
+          } catch (error) {
+            entry.admitted.reject(error);
+            throw error;
+          }
+          entry.admitted.resolve();
+          return (run as PipelineRun).journey(item, entry.stage, admission);
+        };
+        enter().then(
+          (value) => settle(index, entry, true, value),
+          (error) => settle(index, entry, false, error),
+        );
       },
       workers: () => run?.capacity() ?? 1,
       executorSignal: this.#controller.signal,

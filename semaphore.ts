@@ -5,6 +5,7 @@
  * @module
  */
 
+import { semaphoreHooks } from "./_semaphore_hooks.ts";
 import { checkInteger, invalidMessage } from "./_validate.ts";
 
 /**
@@ -153,6 +154,18 @@ export class Semaphore implements Limiter {
       semaphore.#inUse -= weight;
       semaphore.#grantWaiters();
     };
+    semaphoreHooks.enqueue = (semaphore, onGrant, onReject) => {
+      semaphore.#insert({
+        weight: 1,
+        priority: 0,
+        resolve: onGrant,
+        reject: onReject,
+        signal: undefined,
+        onAbort: undefined,
+        previous: undefined,
+        next: undefined,
+      });
+    };
   }
 
   /**
@@ -209,11 +222,16 @@ export class Semaphore implements Limiter {
    * ```
    */
   acquire(options?: AcquireOptions): Promise<Permit> {
+    if (options === undefined && this.#head === undefined && this.#inUse < this.#capacity) {
+      this.#inUse++;
+      return Promise.resolve(new SemaphorePermit(this, 1));
+    }
+
     const weight = options?.weight ?? 1;
     const priority = options?.priority ?? 0;
     const signal = options?.signal;
     try {
-      this.#checkWeight("acquire a permit", weight);
+      if (weight !== 1) this.#checkWeight("acquire a permit", weight);
       if (typeof priority !== "number" || Number.isNaN(priority)) {
         throw new TypeError(invalidMessage("acquire a permit", "priority", "a number", priority));
       }
@@ -266,7 +284,7 @@ export class Semaphore implements Limiter {
    * ```
    */
   tryAcquire(weight = 1): Permit | undefined {
-    this.#checkWeight("acquire a permit", weight);
+    if (weight !== 1) this.#checkWeight("acquire a permit", weight);
     if (this.#head !== undefined || this.#inUse + weight > this.#capacity) return undefined;
     this.#inUse += weight;
     return new SemaphorePermit(this, weight);
