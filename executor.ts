@@ -740,7 +740,9 @@ export class AsyncExecutor implements AsyncDisposable {
     if (job.limiter !== undefined) {
       this.#waitingForLimiters++;
       try {
-        limiterPermit = await job.limiter.acquire({ signal: waitSignal });
+        // Shared limiters are not the executor's own, so a cancelling shutdown reaches their
+        // waiters only through the signal.
+        limiterPermit = await job.limiter.acquire({ signal });
       } finally {
         this.#waitingForLimiters--;
       }
