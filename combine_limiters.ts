@@ -100,7 +100,8 @@ export function combineLimiters(...limiters: Limiter[]): Limiter {
   }
 
   const unique = [...new Set(limiters)];
-  unique.sort((a, b) => rankOf(a) - rankOf(b));
+  const rank = new Map(unique.map((limiter) => [limiter, rankOf(limiter)]));
+  unique.sort((a, b) => (rank.get(a) as number) - (rank.get(b) as number));
   if (unique.length === 1) return unique[0] as Limiter;
   return new LimiterGroup(unique);
 }

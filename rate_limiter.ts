@@ -5,7 +5,7 @@
  */
 
 import type { AcquireOptions, Limiter, Permit } from "./semaphore.ts";
-import { checkFinite, checkInteger, invalidMessage } from "./_validate.ts";
+import { checkInteger, invalidMessage } from "./_validate.ts";
 
 /** Options for {@linkcode RateLimiter}. */
 export interface RateLimiterOptions {
@@ -73,12 +73,15 @@ export class RateLimiter implements Limiter {
    */
   constructor(options: RateLimiterOptions) {
     this.#limit = checkInteger("create RateLimiter", "limit", options?.limit, 1);
-    this.#intervalMs = checkFinite("create RateLimiter", "intervalMs", options.intervalMs, 0);
-    if (this.#intervalMs === 0) {
-      throw new RangeError(
-        invalidMessage("create RateLimiter", "intervalMs", "a finite number > 0", 0),
-      );
+    const intervalMs: unknown = options.intervalMs;
+    const rule = "a finite number > 0";
+    if (typeof intervalMs !== "number") {
+      throw new TypeError(invalidMessage("create RateLimiter", "intervalMs", rule, intervalMs));
     }
+    if (!Number.isFinite(intervalMs) || intervalMs <= 0) {
+      throw new RangeError(invalidMessage("create RateLimiter", "intervalMs", rule, intervalMs));
+    }
+    this.#intervalMs = intervalMs;
   }
 
   /** The maximum units granted in any window. */
@@ -122,7 +125,7 @@ export class RateLimiter implements Limiter {
    * ```
    */
   acquire(options?: AcquireOptions): Promise<Permit> {
-    const weight = options?.weight ?? 1;
+    const weight = options?.weight === undefined ? 1 : options.weight;
     const signal = options?.signal;
     try {
       checkInteger("acquire a permit", "weight", weight, 1);
@@ -180,6 +183,14 @@ export class RateLimiter implements Limiter {
     this.#expire(now);
     while (this.#waiterStart < this.#waiters.length) {
       const waiter = this.#waiters[this.#waiterStart] as RateWaiter;
+      // A waiter that shares an aborted signal with one just removed may not have run its own
+      // abort listener yet; it is rejected here and spends nothing.
+      if (waiter.signal?.aborted) {
+        this.#shiftWaiter();
+        this.#detach(waiter);
+        waiter.reject(waiter.signal.reason);
+        continue;
+      }
       if (this.#spent + waiter.weight > this.#limit) break;
       this.#shiftWaiter();
       this.#detach(waiter);

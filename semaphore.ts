@@ -227,8 +227,8 @@ export class Semaphore implements Limiter {
       return Promise.resolve(new SemaphorePermit(this, 1));
     }
 
-    const weight = options?.weight ?? 1;
-    const priority = options?.priority ?? 0;
+    const weight = options?.weight === undefined ? 1 : options.weight;
+    const priority = options?.priority === undefined ? 0 : options.priority;
     const signal = options?.signal;
     try {
       if (weight !== 1) this.#checkWeight("acquire a permit", weight);
@@ -400,6 +400,13 @@ export class Semaphore implements Limiter {
     let waiter = this.#head;
     while (waiter !== undefined && this.#inUse + waiter.weight <= this.#capacity) {
       this.#unlink(waiter);
+      // One abort can reach several waiters that share a signal; a later one may not have run
+      // its own abort listener yet, and must not get a permit.
+      if (waiter.signal?.aborted) {
+        waiter.reject(waiter.signal.reason);
+        waiter = this.#head;
+        continue;
+      }
       this.#inUse += waiter.weight;
       waiter.resolve(new SemaphorePermit(this, waiter.weight));
       waiter = this.#head;

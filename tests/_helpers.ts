@@ -169,3 +169,131 @@ export function probeSource(count: number): {
   }
   return { source: generate(), pulled: () => pulled, closed: () => closed };
 }
+
+/** The state of a promise as seen by {@linkcode observe}. */
+export interface Observed<T> {
+  state: "pending" | "fulfilled" | "rejected";
+  value: T | undefined;
+  reason: unknown;
+}
+
+/** Records how `promise` settles, so a test can read its state without awaiting it. */
+export function observe<T>(promise: PromiseLike<T>): Observed<T> {
+  const observed: Observed<T> = { state: "pending", value: undefined, reason: undefined };
+  promise.then(
+    (value) => {
+      observed.state = "fulfilled";
+      observed.value = value;
+    },
+    (reason) => {
+      observed.state = "rejected";
+      observed.reason = reason;
+    },
+  );
+  return observed;
+}
+
+/** Tasks that record their start and settle only when the test settles them, keyed by input. */
+export class HeldTasks<I> {
+  /** The inputs whose tasks have started, in start order. */
+  readonly started: I[] = [];
+  readonly #signals = new Map<I, AbortSignal>();
+  readonly #gates = new Map<I, Deferred<unknown>>();
+
+  /** The task function to submit or map; it settles when the test calls release or fail. */
+  readonly task = (input: I, context: { readonly signal: AbortSignal }): Promise<unknown> => {
+    this.started.push(input);
+    this.#signals.set(input, context.signal);
+    const gate = deferred<unknown>();
+    this.#gates.set(input, gate);
+    return gate.promise;
+  };
+
+  /** Resolves the task of `input` with `value`. */
+  release(input: I, value: unknown = input): void {
+    this.#gate(input).resolve(value);
+  }
+
+  /** Rejects the task of `input` with `error`. */
+  fail(input: I, error: unknown): void {
+    this.#gate(input).reject(error);
+  }
+
+  /** Returns the signal that the task of `input` received. */
+  signal(input: I): AbortSignal {
+    const signal = this.#signals.get(input);
+    if (signal === undefined) throw new Error(`Task ${String(input)} has not started`);
+    return signal;
+  }
+
+  #gate(input: I): Deferred<unknown> {
+    const gate = this.#gates.get(input);
+    if (gate === undefined) throw new Error(`Task ${String(input)} has not started`);
+    return gate;
+  }
+}
+
+/** Returns a promise that rejects with `signal.reason` once `signal` aborts, as a good task does. */
+export function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise<never>((_resolve, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+/**
+ * Creates an async iterator over `count` numbers that counts `next` and `return` calls, so a test
+ * can check that a consumer closed it exactly once.
+ */
+export function countingSource(count: number): {
+  source: AsyncIterableIterator<number>;
+  pulled: () => number;
+  returns: () => number;
+} {
+  let pulled = 0;
+  let returns = 0;
+  const source: AsyncIterableIterator<number> = {
+    next(): Promise<IteratorResult<number>> {
+      if (returns > 0 || pulled >= count) return Promise.resolve({ done: true, value: undefined });
+      return Promise.resolve({ done: false, value: pulled++ });
+    },
+    return(): Promise<IteratorResult<number>> {
+      returns++;
+      return Promise.resolve({ done: true, value: undefined });
+    },
+    [Symbol.asyncIterator](): AsyncIterableIterator<number> {
+      return source;
+    },
+  };
+  return { source, pulled: () => pulled, returns: () => returns };
+}
+
+/**
+ * Flushes macrotask turns until `condition` holds; throws when it still fails after `maxTurns`,
+ * so a test that waits for a state fails instead of hanging.
+ */
+export async function flushUntil(condition: () => boolean, maxTurns = 1000): Promise<void> {
+  for (let turn = 0; turn < maxTurns; turn++) {
+    if (condition()) return;
+    await flush(1);
+  }
+  if (!condition()) throw new Error(`Condition still false after ${maxTurns} turns`);
+}
+
+/** The items inside a pipeline stage: waiting, parked at a limit, running or outbound. */
+export function itemsInStage(
+  stage: { queued: number; parked: number; running: number; outbound: number },
+): number {
+  return stage.queued + stage.parked + stage.running + stage.outbound;
+}
+
+/**
+ * Waits `turns` event-loop turns through `setImmediate`, which the virtual clock leaves real, so
+ * every microtask queued before the call has run. Use it for long promise chains: under Deno a
+ * {@linkcode flush} turn arrives after about five microtasks.
+ */
+export async function drainMicrotasks(turns = 1): Promise<void> {
+  for (let turn = 0; turn < turns; turn++) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
