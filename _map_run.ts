@@ -138,6 +138,15 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
     this.#collecting = collecting;
   }
 
+  /** Ends the run with `reason`, as a failure of a fail-fast run would. */
+  abort(reason: unknown): void {
+    if (this.#failed || this.#controller.signal.aborted) return;
+    this.#failed = true;
+    this.#failure = reason;
+    this.#abort(reason);
+    this.#notify();
+  }
+
   /** Starts pulling input and running work before anyone reads the results. */
   begin(): void {
     this.#start();

@@ -22,6 +22,8 @@ export interface Item {
   readonly input: unknown;
   value: unknown;
   state: ItemState | undefined;
+  /** Set when the item failed on its own, as opposed to being cancelled with its run. */
+  failed?: boolean;
 }
 
 /** The event and callback sink of a run, implemented by the pipeline. */
@@ -30,6 +32,11 @@ export interface RunObserver {
   listening(): boolean;
   emit(type: "item" | "task", detail: object): void;
   callbackFailed(source: string, stage: string, index: number, error: unknown): void;
+  /**
+   * Ends the run at once with `error` when the run is fail-fast; called before the failed task's
+   * worker is handed to another item, so no item starts after the failure.
+   */
+  failFast: ((error: unknown) => void) | undefined;
 }
 
 /** The live counters of one stage in one run. */
@@ -43,16 +50,68 @@ export class StageRuntime {
   retried = 0;
   skipped = 0;
 
+  /** No limits, retries, timeouts or skip predicate: items take the direct path. */
+  readonly simple: boolean;
+
   constructor(plan: StagePlan) {
     this.plan = plan;
     this.workers = new Semaphore(plan.workers);
     this.admission = new Semaphore(Math.min(UNBOUNDED, plan.queueCapacity + plan.workers));
+    this.simple = plan.retry === undefined && plan.timeoutMs === undefined &&
+      plan.stageTimeoutMs === undefined && plan.skipIf === undefined &&
+      plan.tasks.every((task) => task.limiter === undefined);
   }
 }
 
 /** A task's failure together with the task and attempt that produced it. */
 class TaskFailure {
   constructor(readonly error: unknown, readonly task: string, readonly attempts: number) {}
+}
+
+/** A failure already counted and reported by the task that failed; `error` is what to throw. */
+class ReportedFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/**
+ * One task attempt's timing and worker. In a fail-fast run the worker of a failed attempt is
+ * held until the failure has ended the run, so it cannot start another item first.
+ */
+class TaskCall {
+  readonly #holdOnFailure: boolean;
+  #startedAt: number | undefined;
+  #worker: Permit | undefined;
+  #holding = false;
+  #releaseRequested = false;
+
+  constructor(holdOnFailure: boolean) {
+    this.#holdOnFailure = holdOnFailure;
+  }
+
+  started(timed: boolean): void {
+    if (timed) this.#startedAt = performance.now();
+  }
+
+  durationMs(): number {
+    return this.#startedAt === undefined ? 0 : performance.now() - this.#startedAt;
+  }
+
+  hold(worker: Permit): Permit {
+    if (!this.#holdOnFailure) return worker;
+    this.#worker = worker;
+    this.#holding = true;
+    const release = () => {
+      if (this.#holding) this.#releaseRequested = true;
+      else worker.release();
+    };
+    return { release, [Symbol.dispose]: release };
+  }
+
+  letGo(): void {
+    if (!this.#holding) return;
+    this.#holding = false;
+    if (this.#releaseRequested) this.#worker?.release();
+  }
 }
 
 /** A bounded record of failures by error type and by stage, plus the most recent ones. */
@@ -89,6 +148,9 @@ export class PipelineRun {
   succeeded = 0;
   failed = 0;
   cancelled = 0;
+  callbackErrors = 0;
+  /** Set once the pipeline has finished its bookkeeping for this run. */
+  ended = false;
   #active = 0;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
@@ -158,7 +220,9 @@ export class PipelineRun {
     try {
       for (let k = stageIndex;; k++) {
         stage = this.stages[k] as StageRuntime;
-        item.value = await this.#process(stage, item);
+        item.value = stage.simple
+          ? await this.#processSimple(stage, item)
+          : await this.#process(stage, item);
         if (k + 1 === this.stages.length) {
           this.#setState(stage, item, undefined);
           this.succeeded++;
@@ -173,7 +237,7 @@ export class PipelineRun {
       }
     } catch (error) {
       this.#setState(stage, item, undefined);
-      if (error instanceof PipelineItemError) this.failed++;
+      if (item.failed === true) this.failed++;
       else this.cancelled++;
       throw error;
     } finally {
@@ -227,9 +291,17 @@ export class PipelineRun {
         timed.dispose();
       } catch (caught) {
         timed.dispose();
-        const failure = caught instanceof TaskFailure ? caught : new TaskFailure(caught, "", pass);
-        const retryStage = plan.retryScope === "stage" &&
-          shouldRetry(plan.retry, failure.error, pass, this.#signal);
+        if (caught instanceof ReportedFailure) throw caught.error;
+        let failure = caught instanceof TaskFailure ? caught : new TaskFailure(caught, "", pass);
+        let retryStage = false;
+        if (plan.retryScope === "stage") {
+          try {
+            retryStage = shouldRetry(plan.retry, failure.error, pass, this.#signal);
+          } catch (error) {
+            // A throwing retryIf ends the retries, and its error becomes the item's error.
+            failure = new TaskFailure(error, failure.task, failure.attempts);
+          }
+        }
         if (!retryStage) {
           if (plan.retryScope === "stage") {
             throw this.#fail(stage, item, new TaskFailure(failure.error, failure.task, pass));
@@ -269,29 +341,54 @@ export class PipelineRun {
   ): Promise<unknown> {
     const plan = stage.plan;
     for (let attempt = 1;; attempt++) {
-      const startedAt = performance.now();
+      const call = new TaskCall(this.#observer.failFast !== undefined);
       try {
-        return await this.#attempt(stage, task, input, item, timed, attempt, startedAt);
-      } catch (error) {
-        if (this.#signal.aborted) throw error;
-        const retryTask = plan.retryScope === "task" &&
-          shouldRetry(plan.retry, error, attempt, timed.signal);
-        const durationMs = performance.now() - startedAt;
+        const value = await this.#attempt(stage, task, input, item, timed, attempt, call);
+        call.letGo();
+        return value;
+      } catch (caught) {
+        let error = caught;
+        if (this.#signal.aborted) {
+          call.letGo();
+          throw error;
+        }
+        let retryTask = false;
+        try {
+          retryTask = plan.retryScope === "task" &&
+            shouldRetry(plan.retry, error, attempt, timed.signal);
+        } catch (retryIfError) {
+          error = retryIfError;
+        }
+        const durationMs = call.durationMs();
         if (!retryTask) {
           this.#taskEvent("fail", stage, task, item, attempt, durationMs, error);
-          throw new TaskFailure(error, task.name, attempt);
+          const failure = new TaskFailure(error, task.name, attempt);
+          if (plan.retryScope === "task" || plan.retry === undefined) {
+            // Reported here, before the worker goes back, so a fail-fast run ends first.
+            const reported = this.#fail(stage, item, failure);
+            call.letGo();
+            throw new ReportedFailure(reported);
+          }
+          call.letGo();
+          throw failure;
         }
 
+        call.letGo();
         stage.retried++;
         this.#taskEvent("retry", stage, task, item, attempt, durationMs, error);
+        this.#itemEvent("retrying", stage, item, attempt, error);
         this.#setState(stage, item, "parked");
         try {
           await sleep(retryDelayMs(plan.retry as RetryPolicy, attempt), timed.signal);
         } catch (reason) {
-          throw new TaskFailure(reason, task.name, attempt);
+          throw this.#reportFailure(stage, item, new TaskFailure(reason, task.name, attempt));
         }
       }
     }
+  }
+
+  #reportFailure(stage: StageRuntime, item: Item, failure: TaskFailure): ReportedFailure {
+    return new ReportedFailure(this.#fail(stage, item, failure));
   }
 
   async #attempt(
@@ -301,7 +398,7 @@ export class PipelineRun {
     item: Item,
     timed: StageTimer,
     attempt: number,
-    startedAt: number,
+    call: TaskCall,
   ): Promise<unknown> {
     const signal = timed.signal;
     // Waits on the run's own semaphores need no signal: an abort of the run rejects them all.
@@ -333,6 +430,7 @@ export class PipelineRun {
 
     this.#setState(stage, item, "running");
     timed.start();
+    call.started(this.#observer.listening());
     this.#taskEvent("start", stage, task, item, attempt, 0, undefined);
     const fn = task.fn;
     const start = (taskSignal: AbortSignal) => {
@@ -350,34 +448,86 @@ export class PipelineRun {
       timed.signal,
       stage.plan.timeoutMs,
       timed.timed,
-      worker,
+      call.hold(worker),
       limiterPermit,
     );
-    this.#taskEvent(
-      "complete",
-      stage,
-      task,
-      item,
-      attempt,
-      performance.now() - startedAt,
-      undefined,
-    );
+    this.#taskEvent("complete", stage, task, item, attempt, call.durationMs(), undefined);
+    return value;
+  }
+
+  // The direct path of a stage without limits, retries, timeouts or skip predicate.
+  async #processSimple(stage: StageRuntime, item: Item): Promise<unknown> {
+    const plan = stage.plan;
+    const signal = this.#signal;
+    let value = item.value;
+    this.#setState(stage, item, "queued");
+    this.#itemEvent("queued", stage, item, 1);
+
+    for (const task of plan.tasks) {
+      this.#setState(stage, item, "queued");
+      let worker = stage.workers.tryAcquire();
+      if (worker === undefined) {
+        signal.throwIfAborted();
+        worker = await stage.workers.acquire({ priority: item.priority });
+      }
+      if (signal.aborted) {
+        worker.release();
+        throw signal.reason;
+      }
+
+      this.#setState(stage, item, "running");
+      const listening = this.#observer.listening();
+      const startedAt = listening ? performance.now() : 0;
+      if (listening) this.#taskEvent("start", stage, task, item, 1, 0, undefined);
+      const context: StageTaskContext = {
+        signal,
+        attempt: 1,
+        stage: plan.name,
+        task: task.name,
+        index: item.index,
+      };
+      try {
+        value = await task.fn(value, context);
+      } catch (error) {
+        if (signal.aborted) {
+          worker.release();
+          throw error;
+        }
+        const durationMs = listening ? performance.now() - startedAt : 0;
+        this.#taskEvent("fail", stage, task, item, 1, durationMs, error);
+        // Reported before the worker goes back, so a fail-fast run ends first.
+        const reported = this.#fail(stage, item, new TaskFailure(error, task.name, 1));
+        worker.release();
+        throw reported;
+      }
+      worker.release();
+      if (listening) {
+        this.#taskEvent("complete", stage, task, item, 1, performance.now() - startedAt, undefined);
+      }
+    }
+
+    stage.completed++;
+    this.#itemEvent("completed", stage, item, 1);
+    this.#callback("onSuccess", plan.onSuccess, stage, item, value, this.#info(stage, item, 1));
     return value;
   }
 
   #fail(stage: StageRuntime, item: Item, failure: TaskFailure): unknown {
     if (this.#signal.aborted) return this.#signal.reason;
+    item.failed = true;
     stage.failed++;
     this.failures.add(failure.error, stage.plan.name, failure.task, failure.attempts, item.index);
     this.#itemEvent("failed", stage, item, failure.attempts, failure.error);
     const info = { ...this.#info(stage, item, failure.attempts), task: failure.task };
     this.#callback("onFailure", stage.plan.onFailure, stage, item, failure.error, info);
-    return new PipelineItemError(failure.error, {
+    const error = new PipelineItemError(failure.error, {
       index: item.index,
       stage: stage.plan.name,
       task: failure.task,
       attempts: failure.attempts,
     });
+    this.#observer.failFast?.(error);
+    return error;
   }
 
   #info(stage: StageRuntime, item: Item, attempts: number): ItemInfo {
@@ -393,8 +543,10 @@ export class PipelineRun {
     info: ItemInfo,
   ): void {
     if (callback === undefined) return;
-    const report = (error: unknown) =>
+    const report = (error: unknown) => {
+      this.callbackErrors++;
       this.#observer.callbackFailed(source, stage.plan.name, item.index, error);
+    };
     try {
       const result = (callback as (value: A, info: ItemInfo) => unknown)(value, info);
       if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function") {

@@ -35,8 +35,11 @@ export function toRetryPolicy(
   const factor = checkFinite(action, "retry.factor", options.factor ?? 2, 1);
   const maxDelayMs = options.maxDelayMs ?? Infinity;
   if (maxDelayMs !== Infinity) checkFinite(action, "retry.maxDelayMs", maxDelayMs, 0);
-  const jitter = checkFinite(action, "retry.jitter", options.jitter ?? 0, 0);
-  if (jitter > 1) {
+  const jitter = options.jitter ?? 0;
+  if (typeof jitter !== "number") {
+    throw new TypeError(invalidMessage(action, "retry.jitter", "a number from 0 to 1", jitter));
+  }
+  if (!(jitter >= 0 && jitter <= 1)) {
     throw new RangeError(invalidMessage(action, "retry.jitter", "a number from 0 to 1", jitter));
   }
   if (options.retryIf !== undefined) checkFunction(action, "retry.retryIf", options.retryIf);

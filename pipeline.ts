@@ -300,7 +300,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
   #feed: FeedChannel | undefined;
   #manual: MapRun<FeedEntry, unknown> | undefined;
   #listeners = 0;
-  #callbackErrors = 0;
+  #feeds = new Set<Promise<void>>();
   readonly #wrapped = new WeakMap<object, Map<string, EventListener>>();
 
   /**
@@ -314,8 +314,13 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
   constructor(options: PipelineOptions<S>) {
     super();
     const stages: unknown = options?.stages;
-    if (!Array.isArray(stages) || stages.length === 0) {
+    if (!Array.isArray(stages)) {
       throw new TypeError(
+        invalidMessage("create Pipeline", "stages", "a non-empty array of Stages", stages),
+      );
+    }
+    if (stages.length === 0) {
+      throw new RangeError(
         invalidMessage("create Pipeline", "stages", "a non-empty array of Stages", stages),
       );
     }
@@ -410,15 +415,17 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
           (run as PipelineRun).stages[0]?.admission.acquire({ signal }) as Promise<never>,
       },
       runStarted: (signal) => {
-        run = this.#beginRun(action, signal);
+        const failFast = settings.settled ? undefined : (error: unknown) => mapRun?.abort(error);
+        run = this.#beginRun(action, signal, failFast);
       },
       runEnded: () => this.#endRun(run),
     };
 
     const format = (entry: MapEntry<unknown>) => toResult(entry, entry.input);
+    let mapRun: MapRun<unknown, unknown> | undefined;
     return new ResultStream({
-      iterate: () => new MapRun(host, inputs, { ...settings, format }, false),
-      collect: () => new MapRun(host, inputs, { ...settings, format }, true).collect(),
+      iterate: () => mapRun = new MapRun(host, inputs, { ...settings, format }, false),
+      collect: () => (mapRun = new MapRun(host, inputs, { ...settings, format }, true)).collect(),
     }) as ResultStream<PipelineResult<PipelineOutput<S>>>;
   }
 
@@ -484,8 +491,14 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
       workers: () => run?.capacity() ?? 1,
       executorSignal: this.#controller.signal,
       runStarted: (signal) => {
-        run = this.#beginRun(action, signal);
+        const failFast = settings.settled ? undefined : (error: unknown) => mapRun.abort(error);
+        const started = this.#beginRun(action, signal, failFast);
+        run = started;
         signal.addEventListener("abort", () => channel.fail(signal.reason), { once: true });
+        // A started run ends when its input is closed and every item has left, whether or not
+        // anyone reads its results.
+        channel.onEnd = () => started.close();
+        started.whenDrained().then(() => this.#endRun(started));
       },
       runEnded: () => this.#endRun(run),
     };
@@ -529,9 +542,17 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
    * assert.deepEqual((await results).map((r) => r.ok && r.value), [13]);
    * ```
    */
-  async feed(
+  feed(items: Iterable<unknown> | AsyncIterable<unknown>, options?: FeedOptions): Promise<void> {
+    const feeding = this.#feedItems(items, options);
+    this.#feeds.add(feeding);
+    const forget = () => this.#feeds.delete(feeding);
+    feeding.then(forget, forget);
+    return feeding;
+  }
+
+  async #feedItems(
     items: Iterable<unknown> | AsyncIterable<unknown>,
-    options?: FeedOptions,
+    options: FeedOptions | undefined,
   ): Promise<void> {
     const action = "feed the pipeline";
     checkInputs(action, items);
@@ -580,12 +601,14 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
   }
 
   /**
-   * Closes the input of a started run and resolves once every item has left the pipeline. It
-   * resolves at once when no run is active.
+   * Waits for `feed` calls in progress, closes the input of a started run, and resolves once
+   * every item has left the pipeline, whether or not anyone reads the results. It resolves at
+   * once when no run is active.
    *
    * @returns A promise that resolves when the run has drained.
    */
   async join(): Promise<void> {
+    await Promise.allSettled(this.#feeds);
     this.close();
     await this.#running;
   }
@@ -652,7 +675,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
         inFlight: 0,
         elapsedMs: 0,
         throughput: 0,
-        callbackErrors: this.#callbackErrors,
+        callbackErrors: 0,
         stages,
         errors: summarize(new FailureLog()),
       };
@@ -668,7 +691,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
       inFlight: run.active,
       elapsedMs,
       throughput: elapsedMs > 0 ? finished / (elapsedMs / 1000) : 0,
-      callbackErrors: this.#callbackErrors,
+      callbackErrors: run.callbackErrors,
       stages,
       errors: summarize(run.failures),
     };
@@ -725,7 +748,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
 
   #callListener(type: string, listener: EventListenerOrEventListenerObject, event: Event): void {
     const report = (error: unknown) => {
-      this.#callbackErrors++;
+      if (this.#run !== undefined) this.#run.callbackErrors++;
       if (type === "callbackerror") return;
       this.#dispatch(
         "callbackerror",
@@ -766,18 +789,22 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
     };
   }
 
-  #beginRun(action: string, signal: AbortSignal): PipelineRun {
+  #beginRun(
+    action: string,
+    signal: AbortSignal,
+    failFast: ((error: unknown) => void) | undefined,
+  ): PipelineRun {
     if (this.#closed) throw new PipelineShutdownError();
-    if (this.#running !== undefined && this.#manual === undefined) {
+    if (this.#running !== undefined) {
       throw new TypeError(`Cannot ${action} as a run is already active`);
     }
     const run = new PipelineRun(this.#plans, {
       listening: () => this.#listeners > 0,
       emit: (type, detail) => this.#dispatch(type, detail),
       callbackFailed: (source, stage, index, error) => {
-        this.#callbackErrors++;
         this.#dispatch("callbackerror", { source, stage, index, error });
       },
+      failFast,
     });
     run.attach(signal);
     this.#run = run;
@@ -790,7 +817,10 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
   #finishRun = noop;
 
   #endRun(run: PipelineRun | undefined): void {
-    run?.close();
+    if (run === undefined || run.ended) return;
+    run.ended = true;
+    run.close();
+    if (this.#run !== run) return;
     this.#feed?.close();
     this.#feed = undefined;
     this.#manual = undefined;
@@ -859,6 +889,8 @@ function summarize(log: FailureLog): ErrorSummary {
 // The input of a started run: feed() sends entries one at a time and waits until each has
 // entered its stage; the run pulls them as an async iterator.
 class FeedChannel implements AsyncIterableIterator<FeedEntry> {
+  /** Called once, when the channel reports its end to the run. */
+  onEnd: () => void = noop;
   #entries: FeedEntry[] = [];
   #waiter: ((result: IteratorResult<FeedEntry, undefined>) => void) | undefined;
   #closed = false;
@@ -887,7 +919,16 @@ class FeedChannel implements AsyncIterableIterator<FeedEntry> {
     this.#closed = true;
     const waiter = this.#waiter;
     this.#waiter = undefined;
-    waiter?.({ done: true, value: undefined });
+    if (waiter !== undefined) {
+      waiter({ done: true, value: undefined });
+      this.#ended();
+    }
+  }
+
+  #ended(): void {
+    const onEnd = this.onEnd;
+    this.onEnd = noop;
+    onEnd();
   }
 
   // Rejects every entry not yet taken, when the run is cancelled.
@@ -901,7 +942,10 @@ class FeedChannel implements AsyncIterableIterator<FeedEntry> {
   next(): Promise<IteratorResult<FeedEntry, undefined>> {
     const entry = this.#entries.shift();
     if (entry !== undefined) return Promise.resolve({ done: false, value: entry });
-    if (this.#closed) return Promise.resolve({ done: true, value: undefined });
+    if (this.#closed) {
+      this.#ended();
+      return Promise.resolve({ done: true, value: undefined });
+    }
     return new Promise((resolve) => this.#waiter = resolve);
   }
 

@@ -11,7 +11,6 @@ import type { Task, TaskContext } from "./task.ts";
 import { toRetryPolicy } from "./_retry.ts";
 import { registerPlan, type ResolvedTask, type StagePlan } from "./_stage_plan.ts";
 import {
-  checkCapacity,
   checkFunction,
   checkInteger,
   checkTimeout,
@@ -251,8 +250,14 @@ export class Stage<I, O> {
 }
 
 function checkQueueCapacity(action: string, value: unknown): number {
-  if (value === 0) return 0;
-  return checkCapacity(action, "queueCapacity", value);
+  const rule = "a non-negative integer or Infinity";
+  if (typeof value !== "number") {
+    throw new TypeError(invalidMessage(action, "queueCapacity", rule, value));
+  }
+  if (value !== Infinity && (!Number.isInteger(value) || value < 0)) {
+    throw new RangeError(invalidMessage(action, "queueCapacity", rule, value));
+  }
+  return value;
 }
 
 function resolveTasks(
@@ -348,9 +353,10 @@ function toTaskLimiter(action: string, option: string, limit: unknown): Limiter 
   if (typeof limit === "number") {
     return new Semaphore(checkInteger(action, option, limit, 1));
   }
-  const limiter = toLimiter(action, option, limit as Limiter | Limiter[], combineLimiters);
-  if (limiter === undefined) {
-    throw new TypeError(invalidMessage(action, option, "a number or a Limiter", limit));
+  const rule = "an integer >= 1, a Limiter or a non-empty array of Limiters";
+  const isLimiter = typeof (limit as Partial<Limiter> | null)?.acquire === "function";
+  if (!isLimiter && !(Array.isArray(limit) && limit.length > 0)) {
+    throw new TypeError(invalidMessage(action, option, rule, limit));
   }
-  return limiter;
+  return toLimiter(action, option, limit as Limiter | Limiter[], combineLimiters) as Limiter;
 }

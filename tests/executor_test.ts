@@ -12,80 +12,15 @@ import {
 } from "@antflow/antflow";
 import {
   countListeners,
-  type Deferred,
   deferred,
   flush,
   Gauge,
+  HeldTasks,
+  observe,
   trackUnhandled,
+  untilAborted,
   useVirtualClock,
 } from "./_helpers.ts";
-
-type State = "pending" | "fulfilled" | "rejected";
-
-interface Observed<T> {
-  state: State;
-  value: T | undefined;
-  reason: unknown;
-}
-
-/** Records how `promise` settles, so a test can read its state without awaiting it. */
-function observe<T>(promise: Promise<T>): Observed<T> {
-  const observed: Observed<T> = { state: "pending", value: undefined, reason: undefined };
-  promise.then(
-    (value) => {
-      observed.state = "fulfilled";
-      observed.value = value;
-    },
-    (reason) => {
-      observed.state = "rejected";
-      observed.reason = reason;
-    },
-  );
-  return observed;
-}
-
-/** Tasks that record their start and settle only when the test settles them, keyed by input. */
-class HeldTasks<I> {
-  readonly started: I[] = [];
-  readonly #signals = new Map<I, AbortSignal>();
-  readonly #gates = new Map<I, Deferred<unknown>>();
-
-  readonly task = (input: I, context: TaskContext): Promise<unknown> => {
-    this.started.push(input);
-    this.#signals.set(input, context.signal);
-    const gate = deferred<unknown>();
-    this.#gates.set(input, gate);
-    return gate.promise;
-  };
-
-  release(input: I, value: unknown = input): void {
-    this.#gate(input).resolve(value);
-  }
-
-  fail(input: I, error: unknown): void {
-    this.#gate(input).reject(error);
-  }
-
-  signal(input: I): AbortSignal {
-    const signal = this.#signals.get(input);
-    if (signal === undefined) throw new Error(`Task ${String(input)} has not started`);
-    return signal;
-  }
-
-  #gate(input: I): Deferred<unknown> {
-    const gate = this.#gates.get(input);
-    if (gate === undefined) throw new Error(`Task ${String(input)} has not started`);
-    return gate;
-  }
-}
-
-/** A promise that rejects with `signal.reason` once `signal` aborts, as a well-behaved task does. */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise<never>((_resolve, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-}
 
 /** Waits `ms` milliseconds of (virtual) time. */
 function sleep(ms: number): Promise<void> {
@@ -108,7 +43,8 @@ describe("AsyncExecutor construction", () => {
     for (const [value, shown] of cases) {
       assert.throws(() => new AsyncExecutor({ maxWorkers: value as number }), {
         name: "TypeError",
-        message: `Cannot create AsyncExecutor as 'maxWorkers' must be an integer >= 1: received ${shown}`,
+        message:
+          `Cannot create AsyncExecutor as 'maxWorkers' must be an integer >= 1: received ${shown}`,
       });
     }
   });
@@ -116,7 +52,8 @@ describe("AsyncExecutor construction", () => {
   it("AsyncExecutor() rejects missing options", () => {
     assert.throws(() => new AsyncExecutor(undefined as never), {
       name: "TypeError",
-      message: "Cannot create AsyncExecutor as 'maxWorkers' must be an integer >= 1: received undefined",
+      message:
+        "Cannot create AsyncExecutor as 'maxWorkers' must be an integer >= 1: received undefined",
     });
   });
 
@@ -153,12 +90,32 @@ describe("AsyncExecutor construction", () => {
 describe("AsyncExecutor.submit() validation", () => {
   const semaphore = new Semaphore(1);
   const cases: { options: unknown; name: string; message: string }[] = [
-    { options: { timeoutMs: 0 }, name: "RangeError", message: "'timeoutMs' must be a number > 0: received 0" },
-    { options: { timeoutMs: -5 }, name: "RangeError", message: "'timeoutMs' must be a number > 0: received -5" },
-    { options: { timeoutMs: NaN }, name: "RangeError", message: "'timeoutMs' must be a number > 0: received NaN" },
-    { options: { timeoutMs: "10" }, name: "TypeError", message: `'timeoutMs' must be a number > 0: received "10"` },
+    {
+      options: { timeoutMs: 0 },
+      name: "RangeError",
+      message: "'timeoutMs' must be a number > 0: received 0",
+    },
+    {
+      options: { timeoutMs: -5 },
+      name: "RangeError",
+      message: "'timeoutMs' must be a number > 0: received -5",
+    },
+    {
+      options: { timeoutMs: NaN },
+      name: "RangeError",
+      message: "'timeoutMs' must be a number > 0: received NaN",
+    },
+    {
+      options: { timeoutMs: "10" },
+      name: "TypeError",
+      message: `'timeoutMs' must be a number > 0: received "10"`,
+    },
     { options: { retry: 3 }, name: "TypeError", message: "'retry' must be an object: received 3" },
-    { options: { retry: null }, name: "TypeError", message: "'retry' must be an object: received null" },
+    {
+      options: { retry: null },
+      name: "TypeError",
+      message: "'retry' must be an object: received null",
+    },
     {
       options: { retry: { attempts: 0 } },
       name: "RangeError",
@@ -186,7 +143,7 @@ describe("AsyncExecutor.submit() validation", () => {
     },
     {
       options: { retry: { backoff: "linear" } },
-      name: "TypeError",
+      name: "RangeError",
       message: `'retry.backoff' must be "fixed" or "exponential": received "linear"`,
     },
     {
@@ -207,7 +164,7 @@ describe("AsyncExecutor.submit() validation", () => {
     {
       options: { retry: { jitter: -0.5 } },
       name: "RangeError",
-      message: "'retry.jitter' must be a finite number >= 0: received -0.5",
+      message: "'retry.jitter' must be a number from 0 to 1: received -0.5",
     },
     {
       options: { retry: { retryIf: "yes" } },
@@ -334,22 +291,25 @@ describe("AsyncExecutor.maxWorkers at run time", () => {
   it("AsyncExecutor.maxWorkers lowered is never exceeded", async () => {
     const executor = new AsyncExecutor({ maxWorkers: 4 });
     const held = new HeldTasks<number>();
-    const gauge = new Gauge();
-    const task = gauge.wrap(held.task);
+    const runningAtStart: number[] = [];
+    const task = (n: number, context: TaskContext) => {
+      runningAtStart.push(executor.running);
+      return held.task(n, context);
+    };
     const inputs = Array.from({ length: 12 }, (_, i) => i);
     const results = inputs.map((n) => executor.submit(task, n));
     await flush();
-    executor.maxWorkers = 2;
-    gauge.peak = gauge.current;
 
+    executor.maxWorkers = 2;
     for (const n of inputs) {
       held.release(n);
       await flush();
-      assert.ok(gauge.current <= 2 || held.started.length === 4, `${gauge.current} running`);
     }
-
     await Promise.all(results);
-    assert.equal(held.started.length, 12);
+
+    assert.deepEqual(runningAtStart.slice(0, 4), [1, 2, 3, 4]);
+    assert.equal(runningAtStart.length, 12);
+    for (const running of runningAtStart.slice(4)) assert.ok(running <= 2, `${running} running`);
   });
 
   it("AsyncExecutor.maxWorkers raised from one reaches five at once", async () => {
@@ -430,6 +390,51 @@ describe("AsyncExecutor task context", () => {
   });
 });
 
+describe("AsyncExecutor.submit() with thenables", () => {
+  it("AsyncExecutor.submit() accepts a thenable result", async () => {
+    const executor = new AsyncExecutor({ maxWorkers: 1 });
+    const thenable: PromiseLike<number> = {
+      then(onFulfilled) {
+        return Promise.resolve(7).then(onFulfilled);
+      },
+    };
+
+    assert.equal(await executor.submit(() => thenable, null), 7);
+    assert.equal(executor.running, 0);
+  });
+
+  it("AsyncExecutor.submit() settles once for a thenable calling back twice", async () => {
+    const executor = new AsyncExecutor({ maxWorkers: 1 });
+    const thenable = {
+      then(onFulfilled: (value: number) => void, onRejected: (reason: unknown) => void) {
+        onFulfilled(1);
+        onRejected(new Error("late"));
+        onFulfilled(3);
+      },
+    } as unknown as PromiseLike<number>;
+
+    assert.equal(await executor.submit(() => thenable, null), 1);
+
+    assert.equal(executor.running, 0);
+    assert.equal(await executor.submit((n: number) => n, 2), 2);
+  });
+
+  // Fails: the fast path calls then() directly, so a then() that throws keeps its worker for good.
+  it.skip("AsyncExecutor.submit() frees the worker when then() throws", async () => {
+    const executor = new AsyncExecutor({ maxWorkers: 1 });
+    const error = new Error("then threw");
+    const broken = {
+      then() {
+        throw error;
+      },
+    } as unknown as PromiseLike<number>;
+
+    await assert.rejects(executor.submit(() => broken, null), error);
+
+    assert.equal(executor.running, 0);
+  });
+});
+
 describe("AsyncExecutor.submit() with a semaphore", () => {
   it("AsyncExecutor.submit() runs CPU tasks while database tasks wait", async () => {
     const executor = new AsyncExecutor({ maxWorkers: 2 });
@@ -494,9 +499,13 @@ describe("AsyncExecutor.submit() with a semaphore", () => {
     const second = new Semaphore(3);
     let during: number[] = [];
 
-    await executor.submit(() => {
-      during = [first.available, second.available];
-    }, null, { semaphore: [first, second] });
+    await executor.submit(
+      () => {
+        during = [first.available, second.available];
+      },
+      null,
+      { semaphore: [first, second] },
+    );
 
     assert.deepEqual(during, [1, 2]);
     assert.equal(first.available, 2);
@@ -547,10 +556,14 @@ describe("AsyncExecutor timeouts", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const first = executor.submit(() => sleep(5000), null);
     const second = observe(
-      executor.submit(async () => {
-        await sleep(500);
-        return "second";
-      }, null, { timeoutMs: 1000 }),
+      executor.submit(
+        async () => {
+          await sleep(500);
+          return "second";
+        },
+        null,
+        { timeoutMs: 1000 },
+      ),
     );
 
     await clock.tick(5000);
@@ -624,10 +637,14 @@ describe("AsyncExecutor timeouts", () => {
 
     const values = await Promise.all([
       executor.submit((n: number) => n, 1, { timeoutMs: 1000 }),
-      executor.submit(async (n: number) => {
-        await sleep(10);
-        return n;
-      }, 2, { timeoutMs: 1000 }).then((value) => value),
+      executor.submit(
+        async (n: number) => {
+          await sleep(10);
+          return n;
+        },
+        2,
+        { timeoutMs: 1000 },
+      ).then((value) => value),
       clock.tick(10),
     ]);
 
@@ -655,11 +672,15 @@ describe("AsyncExecutor retries", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const attempts: number[] = [];
 
-    const value = await executor.submit((_: null, { attempt }) => {
-      attempts.push(attempt);
-      if (attempt < 3) throw new Error(`attempt ${attempt}`);
-      return "done";
-    }, null, { retry: { attempts: 3 } });
+    const value = await executor.submit(
+      (_: null, { attempt }) => {
+        attempts.push(attempt);
+        if (attempt < 3) throw new Error(`attempt ${attempt}`);
+        return "done";
+      },
+      null,
+      { retry: { attempts: 3 } },
+    );
 
     assert.equal(value, "done");
     assert.deepEqual(attempts, [1, 2, 3]);
@@ -670,10 +691,14 @@ describe("AsyncExecutor retries", () => {
     let calls = 0;
 
     await assert.rejects(
-      executor.submit((_: null, { attempt }) => {
-        calls++;
-        throw new Error(`attempt ${attempt}`);
-      }, null, { retry: { attempts: 3 } }),
+      executor.submit(
+        (_: null, { attempt }) => {
+          calls++;
+          throw new Error(`attempt ${attempt}`);
+        },
+        null,
+        { retry: { attempts: 3 } },
+      ),
       { message: "attempt 3" },
     );
 
@@ -684,10 +709,14 @@ describe("AsyncExecutor retries", () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const startedAt: number[] = [];
-    const result = executor.submit(() => {
-      startedAt.push(clock.now());
-      throw new Error("flaky");
-    }, null, { retry: { attempts: 4, delayMs: 100 } });
+    const result = executor.submit(
+      () => {
+        startedAt.push(clock.now());
+        throw new Error("flaky");
+      },
+      null,
+      { retry: { attempts: 4, delayMs: 100 } },
+    );
     result.catch(() => {});
 
     await clock.runAll();
@@ -700,12 +729,16 @@ describe("AsyncExecutor retries", () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const startedAt: number[] = [];
-    const result = executor.submit(() => {
-      startedAt.push(clock.now());
-      throw new Error("flaky");
-    }, null, {
-      retry: { attempts: 5, delayMs: 100, backoff: "exponential", factor: 3, maxDelayMs: 500 },
-    });
+    const result = executor.submit(
+      () => {
+        startedAt.push(clock.now());
+        throw new Error("flaky");
+      },
+      null,
+      {
+        retry: { attempts: 5, delayMs: 100, backoff: "exponential", factor: 3, maxDelayMs: 500 },
+      },
+    );
     result.catch(() => {});
 
     await clock.runAll();
@@ -717,10 +750,14 @@ describe("AsyncExecutor retries", () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const startedAt: number[] = [];
-    const result = executor.submit(() => {
-      startedAt.push(clock.now());
-      throw new Error("flaky");
-    }, null, { retry: { attempts: 4, delayMs: 100, backoff: "exponential" } });
+    const result = executor.submit(
+      () => {
+        startedAt.push(clock.now());
+        throw new Error("flaky");
+      },
+      null,
+      { retry: { attempts: 4, delayMs: 100, backoff: "exponential" } },
+    );
     result.catch(() => {});
 
     await clock.runAll();
@@ -732,11 +769,18 @@ describe("AsyncExecutor retries", () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 20 });
     const secondAt: number[] = [];
-    const results = Array.from({ length: 20 }, (_, i) =>
-      executor.submit((_n: number, { attempt }) => {
-        if (attempt === 1) throw new Error("flaky");
-        secondAt.push(clock.now());
-      }, i, { retry: { attempts: 2, delayMs: 1000, jitter: 0.5 } }));
+    const results = Array.from(
+      { length: 20 },
+      (_, i) =>
+        executor.submit(
+          (_n: number, { attempt }) => {
+            if (attempt === 1) throw new Error("flaky");
+            secondAt.push(clock.now());
+          },
+          i,
+          { retry: { attempts: 2, delayMs: 1000, jitter: 0.5 } },
+        ),
+    );
 
     await clock.tick(499);
 
@@ -754,17 +798,21 @@ describe("AsyncExecutor retries", () => {
     const errors = [new Error("first"), new Error("second"), new Error("third")];
     const calls: [unknown, number][] = [];
 
-    const result = executor.submit((_: null, { attempt }) => {
-      throw errors[attempt - 1];
-    }, null, {
-      retry: {
-        attempts: 5,
-        retryIf: (error, attempt) => {
-          calls.push([error, attempt]);
-          return attempt < 2;
+    const result = executor.submit(
+      (_: null, { attempt }) => {
+        throw errors[attempt - 1];
+      },
+      null,
+      {
+        retry: {
+          attempts: 5,
+          retryIf: (error, attempt) => {
+            calls.push([error, attempt]);
+            return attempt < 2;
+          },
         },
       },
-    });
+    );
 
     await assert.rejects(result, errors[1]);
     assert.deepEqual(calls, [[errors[0], 1], [errors[1], 2]]);
@@ -774,16 +822,20 @@ describe("AsyncExecutor retries", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const thrown = new Error("retryIf failed");
 
-    const result = executor.submit(() => {
-      throw new Error("task failed");
-    }, null, {
-      retry: {
-        attempts: 3,
-        retryIf: () => {
-          throw thrown;
+    const result = executor.submit(
+      () => {
+        throw new Error("task failed");
+      },
+      null,
+      {
+        retry: {
+          attempts: 3,
+          retryIf: () => {
+            throw thrown;
+          },
         },
       },
-    });
+    );
 
     await assert.rejects(result, thrown);
   });
@@ -791,10 +843,14 @@ describe("AsyncExecutor retries", () => {
   it("AsyncExecutor.submit() retries a timed-out attempt", async () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 1 });
-    const result = observe(executor.submit((_: null, { signal, attempt }) => {
-      if (attempt === 1) return untilAborted(signal);
-      return "second";
-    }, null, { timeoutMs: 100, retry: { attempts: 2 } }));
+    const result = observe(executor.submit(
+      (_: null, { signal, attempt }) => {
+        if (attempt === 1) return untilAborted(signal);
+        return "second";
+      },
+      null,
+      { timeoutMs: 100, retry: { attempts: 2 } },
+    ));
 
     await clock.tick(100);
     await flush();
@@ -808,10 +864,14 @@ describe("AsyncExecutor retries", () => {
     const controller = new AbortController();
     const reason = new Error("stop");
     let calls = 0;
-    const result = executor.submit((_: null, { signal }) => {
-      calls++;
-      return untilAborted(signal);
-    }, null, { signal: controller.signal, retry: { attempts: 3 } });
+    const result = executor.submit(
+      (_: null, { signal }) => {
+        calls++;
+        return untilAborted(signal);
+      },
+      null,
+      { signal: controller.signal, retry: { attempts: 3 } },
+    );
     await flush();
 
     controller.abort(reason);
@@ -826,11 +886,15 @@ describe("AsyncExecutor retries", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const database = new Semaphore(1);
     const availableDuring: number[] = [];
-    const result = executor.submit((_: null, { attempt }) => {
-      availableDuring.push(database.available);
-      if (attempt === 1) throw new Error("flaky");
-      return "ok";
-    }, null, { semaphore: database, retry: { attempts: 2, delayMs: 1000 } });
+    const result = executor.submit(
+      (_: null, { attempt }) => {
+        availableDuring.push(database.available);
+        if (attempt === 1) throw new Error("flaky");
+        return "ok";
+      },
+      null,
+      { semaphore: database, retry: { attempts: 2, delayMs: 1000 } },
+    );
 
     await clock.tick(500);
 
@@ -847,10 +911,14 @@ describe("AsyncExecutor retries", () => {
   it("AsyncExecutor.submit() holds no worker between attempts", async () => {
     using clock = useVirtualClock();
     const executor = new AsyncExecutor({ maxWorkers: 1 });
-    const result = executor.submit((_: null, { attempt }) => {
-      if (attempt === 1) throw new Error("flaky");
-      return "retried";
-    }, null, { retry: { attempts: 2, delayMs: 1000 } });
+    const result = executor.submit(
+      (_: null, { attempt }) => {
+        if (attempt === 1) throw new Error("flaky");
+        return "retried";
+      },
+      null,
+      { retry: { attempts: 2, delayMs: 1000 } },
+    );
     await clock.tick(10);
 
     assert.equal(executor.running, 0);
@@ -867,10 +935,14 @@ describe("AsyncExecutor retries", () => {
     const controller = new AbortController();
     const reason = new Error("stop");
     let calls = 0;
-    const result = observe(executor.submit(() => {
-      calls++;
-      throw new Error("flaky");
-    }, null, { signal: controller.signal, retry: { attempts: 2, delayMs: 1000 } }));
+    const result = observe(executor.submit(
+      () => {
+        calls++;
+        throw new Error("flaky");
+      },
+      null,
+      { signal: controller.signal, retry: { attempts: 2, delayMs: 1000 } },
+    ));
     await clock.tick(500);
 
     controller.abort(reason);
@@ -931,7 +1003,10 @@ describe("AsyncExecutor.shutdown()", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const held = new HeldTasks<string>();
     const running = observe(executor.submit(held.task, "running"));
-    const queued = [observe(executor.submit(held.task, "b")), observe(executor.submit(held.task, "c"))];
+    const queued = [
+      observe(executor.submit(held.task, "b")),
+      observe(executor.submit(held.task, "c")),
+    ];
     await flush();
 
     const shutdown = observe(executor.shutdown({ cancel: true }));
@@ -1009,8 +1084,7 @@ describe("AsyncExecutor.shutdown()", () => {
     assert.equal(shutdown.state, "fulfilled");
   });
 
-  // Fails: a task queued on its semaphore without a signal of its own stays queued after cancel.
-  it.skip("AsyncExecutor.shutdown() with cancel rejects semaphore waiters", async () => {
+  it("AsyncExecutor.shutdown() with cancel rejects semaphore waiters", async () => {
     const executor = new AsyncExecutor({ maxWorkers: 2 });
     const database = new Semaphore(1);
     const outside = await database.acquire();
@@ -1096,7 +1170,8 @@ describe("AsyncExecutor.shutdown()", () => {
     const controller = new AbortController();
     const executor = new AsyncExecutor({ maxWorkers: 1, signal: controller.signal });
     const held = new HeldTasks<string>();
-    const running = observe(executor.submit(held.task, "running"));
+    const runningResult = executor.submit(held.task, "running");
+    const running = observe(runningResult);
     const queued = observe(executor.submit(held.task, "queued"));
     await flush();
     const reason = new Error("service stopping");
@@ -1112,12 +1187,14 @@ describe("AsyncExecutor.shutdown()", () => {
     await assert.rejects(executor.submit(() => 1, null), ExecutorShutdownError);
 
     held.release("running");
-    await executor.onIdle();
-    assert.equal(running.state, "fulfilled");
+    assert.equal(await runningResult, "running");
   });
 
   it("AsyncExecutor() signal already aborted starts closed", async () => {
-    const executor = new AsyncExecutor({ maxWorkers: 1, signal: AbortSignal.abort(new Error("no")) });
+    const executor = new AsyncExecutor({
+      maxWorkers: 1,
+      signal: AbortSignal.abort(new Error("no")),
+    });
 
     assert.equal(executor.closed, true);
     await assert.rejects(executor.submit(() => 1, null), ExecutorShutdownError);
@@ -1198,6 +1275,23 @@ describe("AsyncExecutor introspection", () => {
 
     assert.equal(idle.state, "fulfilled");
     assert.deepEqual(held.started, [0, 1, 2]);
+  });
+
+  // Fails: onIdle() resolves before the last submit() promise settles, so its callbacks run later.
+  it.skip("AsyncExecutor.onIdle() resolves after results are delivered", async () => {
+    const executor = new AsyncExecutor({ maxWorkers: 2 });
+    const held = new HeldTasks<number>();
+    const delivered: unknown[] = [];
+    for (const n of [0, 1, 2]) executor.submit(held.task, n).then((value) => delivered.push(value));
+    const idle = executor.onIdle();
+
+    for (const n of [0, 1, 2]) {
+      await flush();
+      held.release(n);
+    }
+    await idle;
+
+    assert.deepEqual(delivered, [0, 1, 2]);
   });
 
   it("AsyncExecutor.onIdle() ignores work submitted after it resolved", async () => {
@@ -1311,7 +1405,9 @@ describe("AsyncExecutor.asCompleted()", () => {
     const never = new Promise<number>(() => {});
     const seen: number[] = [];
     const loop = observe((async () => {
-      for await (const value of executor.asCompleted([Promise.resolve(1), never], { timeoutMs: 1000 })) {
+      for await (
+        const value of executor.asCompleted([Promise.resolve(1), never], { timeoutMs: 1000 })
+      ) {
         seen.push(value);
       }
     })());
@@ -1348,7 +1444,9 @@ describe("AsyncExecutor.asCompleted()", () => {
     const listeners = countListeners(controller.signal);
     const reason = new Error("stop");
     const loop = (async () => {
-      for await (const _ of executor.asCompleted([new Promise(() => {})], { signal: controller.signal })) {
+      for await (
+        const _ of executor.asCompleted([new Promise(() => {})], { signal: controller.signal })
+      ) {
         assert.fail("nothing settles");
       }
     })();
@@ -1363,7 +1461,9 @@ describe("AsyncExecutor.asCompleted()", () => {
   it("AsyncExecutor.asCompleted() rejects an aborted signal", async () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const reason = new Error("already");
-    const iterator = executor.asCompleted([Promise.resolve(1)], { signal: AbortSignal.abort(reason) });
+    const iterator = executor.asCompleted([Promise.resolve(1)], {
+      signal: AbortSignal.abort(reason),
+    });
 
     await assert.rejects(iterator.next(), reason);
   });
@@ -1430,7 +1530,9 @@ describe("AsyncExecutor.wait()", () => {
   it("AsyncExecutor.wait() returns at the first error", async () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
     const [a, b, c] = [deferred<number>(), deferred<number>(), deferred<number>()];
-    const result = observe(executor.wait([a.promise, b.promise, c.promise], { returnWhen: "first-error" }));
+    const result = observe(
+      executor.wait([a.promise, b.promise, c.promise], { returnWhen: "first-error" }),
+    );
 
     a.resolve(1);
     await flush();
@@ -1496,7 +1598,7 @@ describe("AsyncExecutor.wait()", () => {
     const executor = new AsyncExecutor({ maxWorkers: 1 });
 
     await assert.rejects(executor.wait([], { returnWhen: "any" as never }), {
-      name: "TypeError",
+      name: "RangeError",
       message: `Cannot wait for the promises as 'returnWhen' must be "first-completed", ` +
         `"first-error" or "all-completed": received "any"`,
     });
@@ -1534,10 +1636,14 @@ describe("AsyncExecutor edge cases", () => {
     const semaphore = new Semaphore(2);
 
     const results = Array.from({ length: 1000 }, (_, i) =>
-      executor.submit(async (n: number) => {
-        await Promise.resolve();
-        return n;
-      }, i, { signal: controller.signal, timeoutMs: 60_000, semaphore }));
+      executor.submit(
+        async (n: number) => {
+          await Promise.resolve();
+          return n;
+        },
+        i,
+        { signal: controller.signal, timeoutMs: 60_000, semaphore },
+      ));
     await Promise.all(results);
 
     assert.equal(listeners(), 0);
@@ -1568,7 +1674,9 @@ describe("AsyncExecutor edge cases", () => {
     const reason = new Error("already aborted");
     let calls = 0;
 
-    const result = observe(executor.submit(() => calls++, null, { signal: AbortSignal.abort(reason) }));
+    const result = observe(
+      executor.submit(() => calls++, null, { signal: AbortSignal.abort(reason) }),
+    );
     await Promise.resolve();
 
     assert.equal(result.state, "rejected");
@@ -1637,11 +1745,14 @@ describe("AsyncExecutor edge cases", () => {
     const controller = new AbortController();
     const reason = new Error("stop");
     let abortedCalls = 0;
-    const aborted = Array.from({ length: 10 }, () =>
-      observe(executor.submit(() => abortedCalls++, null, {
-        semaphore: limiter,
-        signal: controller.signal,
-      })));
+    const aborted = Array.from(
+      { length: 10 },
+      () =>
+        observe(executor.submit(() => abortedCalls++, null, {
+          semaphore: limiter,
+          signal: controller.signal,
+        })),
+    );
     const healthy = observe(executor.submit(() => clock.now(), null, { semaphore: limiter }));
 
     controller.abort(reason);
@@ -1673,7 +1784,11 @@ describe("AsyncExecutor edge cases", () => {
     await executor.shutdown({ cancel: true });
     const outcomes = await Promise.allSettled([a, b, c]);
 
-    assert.deepEqual(outcomes.map((outcome) => outcome.status), ["rejected", "rejected", "rejected"]);
+    assert.deepEqual(outcomes.map((outcome) => outcome.status), [
+      "rejected",
+      "rejected",
+      "rejected",
+    ]);
     for (const outcome of outcomes) {
       assert.ok((outcome as PromiseRejectedResult).reason instanceof ExecutorShutdownError);
     }
@@ -1746,7 +1861,9 @@ describe("AsyncExecutor edge cases", () => {
       });
     };
 
-    const outcomes = Promise.allSettled(Array.from({ length: 200 }, (_, i) => executor.submit(task, i)));
+    const outcomes = Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) => executor.submit(task, i)),
+    );
     await clock.runAll();
 
     assert.equal((await outcomes).filter((outcome) => outcome.status === "rejected").length, 29);
@@ -1834,12 +1951,18 @@ describe("AsyncExecutor edge cases", () => {
     const limiter = new RateLimiter({ limit: 2, intervalMs: 100 });
     const executor = new AsyncExecutor({ maxWorkers: 3 });
 
-    const outcomes = Promise.allSettled(Array.from({ length: 10 }, (_, i) =>
-      executor.submit(async (n: number, { signal }) => {
-        if (n % 3 === 0) return await untilAborted(signal);
-        await sleep(5);
-        return n;
-      }, i, { semaphore: limiter, timeoutMs: 50 })));
+    const outcomes = Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        executor.submit(
+          async (n: number, { signal }) => {
+            if (n % 3 === 0) return await untilAborted(signal);
+            await sleep(5);
+            return n;
+          },
+          i,
+          { semaphore: limiter, timeoutMs: 50 },
+        )),
+    );
     await clock.runAll();
     await outcomes;
     await executor[Symbol.asyncDispose]();
@@ -1867,9 +1990,13 @@ describe("AsyncExecutor edge cases", () => {
       semaphore,
       signal: controller.signal,
     });
-    const failed = executor.submit(() => {
-      throw new Error("failed");
-    }, "failed", { semaphore });
+    const failed = executor.submit(
+      () => {
+        throw new Error("failed");
+      },
+      "failed",
+      { semaphore },
+    );
     const outcomes = Promise.allSettled([timedOut, aborted, failed]);
     await clock.tick(100);
     controller.abort(new Error("stop"));
