@@ -230,7 +230,8 @@ export class PipelineRun {
         }
 
         this.#setState(stage, item, "outbound");
-        const next = await this.admit(k + 1, item.priority);
+        const nextStage = this.stages[k + 1] as StageRuntime;
+        const next = nextStage.admission.tryAcquire() ?? await this.admit(k + 1, item.priority);
         this.#setState(stage, item, undefined);
         permit.release();
         permit = next;

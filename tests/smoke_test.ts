@@ -7,10 +7,13 @@ describe("smoke", () => {
   it("map keeps input order", async () => {
     await using executor = new AsyncExecutor({ maxWorkers: 3 });
     const gauge = new Gauge();
-    const results = await executor.map(gauge.wrap(async (n: number) => {
-      await flush(1);
-      return n * 2;
-    }), [1, 2, 3, 4, 5, 6]);
+    const results = await executor.map(
+      gauge.wrap(async (n: number) => {
+        await flush(1);
+        return n * 2;
+      }),
+      [1, 2, 3, 4, 5, 6],
+    );
     assert.deepEqual(results, [2, 4, 6, 8, 10, 12]);
     assert.equal(gauge.peak, 3);
   });
