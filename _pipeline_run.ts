@@ -65,12 +65,24 @@ export class StageRuntime {
 
 /** A task's failure together with the task and attempt that produced it. */
 class TaskFailure {
-  constructor(readonly error: unknown, readonly task: string, readonly attempts: number) {}
+  readonly error: unknown;
+  readonly task: string;
+  readonly attempts: number;
+
+  constructor(error: unknown, task: string, attempts: number) {
+    this.error = error;
+    this.task = task;
+    this.attempts = attempts;
+  }
 }
 
 /** A failure already counted and reported by the task that failed; `error` is what to throw. */
 class ReportedFailure {
-  constructor(readonly error: unknown) {}
+  readonly error: unknown;
+
+  constructor(error: unknown) {
+    this.error = error;
+  }
 }
 
 /**

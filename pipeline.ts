@@ -240,6 +240,12 @@ export interface TaskEventDetail {
   readonly error: unknown;
 }
 
+/** The detail of a `runend` event. */
+export interface RunEndDetail {
+  /** The run's final counters. */
+  readonly stats: PipelineStats;
+}
+
 /** The detail of a `callbackerror` event. */
 export interface CallbackErrorDetail {
   /** The callback that threw: `onSuccess`, `onFailure`, `onSkip` or `listener:<event type>`. */
@@ -271,8 +277,9 @@ interface FeedEntry {
  * a producer push items instead, into any stage and with priorities.
  *
  * The pipeline is an `EventTarget`: `item` events report each item's status in each stage,
- * `task` events each task call, and `callbackerror` events any stage callback or listener that
- * threw. Listener errors never reach the pipeline's items.
+ * `task` events each task call, `callbackerror` events any stage callback or listener that
+ * threw, and one `runend` event the end of each run with its final stats. Listener errors never
+ * reach the pipeline's items.
  *
  * @typeParam S The tuple of stages; each stage's input type must match the previous output type.
  *
@@ -827,6 +834,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
     this.#running = undefined;
     this.#finishRun();
     this.#finishRun = noop;
+    this.#dispatch("runend", { stats: this.stats() } satisfies RunEndDetail);
   }
 
   #cancel(reason: unknown): void {

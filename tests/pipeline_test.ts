@@ -7,6 +7,7 @@ import {
   PipelineItemError,
   type PipelineResult,
   PipelineShutdownError,
+  type RunEndDetail,
   Stage,
   type StageTaskContext,
   type TaskEventDetail,
@@ -1212,5 +1213,28 @@ describe("Pipeline reuse", () => {
     await flushUntil(() => results.state !== "pending");
 
     assert.deepEqual(results.value?.map((r) => r.ok && r.value), [3]);
+  });
+});
+
+describe("Pipeline runend event", () => {
+  it("Pipeline emits runend once per run", async () => {
+    const pipeline = new Pipeline({
+      stages: [new Stage({ name: "a", workers: 2, tasks: [(n: number) => n] })],
+    });
+    const ends: RunEndDetail[] = [];
+    pipeline.addEventListener("runend", (event) => {
+      ends.push((event as CustomEvent<RunEndDetail>).detail);
+    });
+
+    await pipeline.run([1, 2, 3]);
+    const started = pipeline.start();
+    await pipeline.feed([4]);
+    await pipeline.join();
+    await started;
+
+    assert.equal(ends.length, 2);
+    assert.equal(ends[0]?.stats.succeeded, 3);
+    assert.equal(ends[0]?.stats.running, false);
+    assert.equal(ends[1]?.stats.succeeded, 1);
   });
 });
