@@ -18,7 +18,8 @@ export function callSafely<O>(fn: () => O | PromiseLike<O>): Promise<O> {
  *
  * With `timeoutMs`, the signal aborts after that many milliseconds with a `TimeoutError`. With a
  * timeout or with `race`, the returned promise rejects with the signal's reason as soon as it
- * aborts, while the permits stay held until the work settles.
+ * aborts, while the permits stay held until the work settles; `abandoned` hears when such work
+ * begins to run on unobserved and when it finally settles.
  */
 export function runGuarded<O>(
   start: (signal: AbortSignal) => Promise<O>,
@@ -27,6 +28,7 @@ export function runGuarded<O>(
   race: boolean,
   worker: Permit,
   limiterPermit: Permit | undefined,
+  abandoned?: { begin(): void; end(): void },
 ): Promise<O> {
   if (timeoutMs === undefined && !race) {
     return start(parent).finally(() => {
@@ -60,8 +62,11 @@ export function runGuarded<O>(
       unlink();
       signal.removeEventListener("abort", onAbort);
     };
+    let rejectedEarly = false;
     const onAbort = () => {
       detach();
+      rejectedEarly = true;
+      abandoned?.begin();
       reject(signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
@@ -72,12 +77,14 @@ export function runGuarded<O>(
         worker.release();
         limiterPermit?.release();
         resolve(value);
+        if (rejectedEarly) abandoned?.end();
       },
       (error) => {
         detach();
         worker.release();
         limiterPermit?.release();
         reject(error);
+        if (rejectedEarly) abandoned?.end();
       },
     );
   });

@@ -246,7 +246,13 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
     signal.addEventListener("abort", () => this.#onAbort(), { once: true });
     this.#unlinkExecutor = linkSignal(this.#controller, this.#host.executorSignal);
     this.#unlinkCaller = linkSignal(this.#controller, this.#options.signal);
-    if (!signal.aborted) this.#source = openSource(this.#inputs);
+    if (signal.aborted) return;
+    try {
+      this.#source = openSource(this.#inputs);
+    } catch (error) {
+      // An input that fails to open ends the run like one that fails on its first read.
+      this.#onSourceError(error);
+    }
   }
 
   // "running": keep waiting; "done": every result was handed out; "failed": end with #failure.

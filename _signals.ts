@@ -24,3 +24,45 @@ export function noop(): void {}
 export function timeoutReason(timeoutMs: number): DOMException {
   return new DOMException(`The task timed out after ${timeoutMs} ms`, "TimeoutError");
 }
+
+/**
+ * Links many controllers to a few shared signals with one listener per signal, so thousands of
+ * tasks that follow one long-lived signal cost one listener, and unlinking one is O(1) instead
+ * of a scan of the signal's listener list.
+ */
+export class SignalFanout {
+  readonly #groups = new Map<
+    AbortSignal,
+    { controllers: Set<AbortController>; onAbort: () => void }
+  >();
+
+  /** Aborts `controller` with `signal.reason` when `signal` aborts; returns the unlink function. */
+  link(controller: AbortController, signal: AbortSignal): () => void {
+    if (signal.aborted) {
+      controller.abort(signal.reason);
+      return noop;
+    }
+
+    let group = this.#groups.get(signal);
+    if (group === undefined) {
+      const controllers = new Set<AbortController>();
+      const onAbort = () => {
+        this.#groups.delete(signal);
+        for (const member of controllers) member.abort(signal.reason);
+      };
+      group = { controllers, onAbort };
+      this.#groups.set(signal, group);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    const linked = group;
+    linked.controllers.add(controller);
+
+    return () => {
+      linked.controllers.delete(controller);
+      if (linked.controllers.size === 0 && this.#groups.get(signal) === linked) {
+        this.#groups.delete(signal);
+        signal.removeEventListener("abort", linked.onAbort);
+      }
+    };
+  }
+}

@@ -14,7 +14,7 @@ import { runGuarded } from "./_attempt.ts";
 import { semaphoreHooks } from "./_semaphore_hooks.ts";
 import { type MapEntry, mapSource } from "./_map_run.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep, toRetryPolicy } from "./_retry.ts";
-import { linkSignal, noop, timeoutReason } from "./_signals.ts";
+import { noop, SignalFanout, timeoutReason } from "./_signals.ts";
 import {
   checkFunction,
   checkInteger,
@@ -82,8 +82,9 @@ export interface MapOptions extends SubmitOptions {
   settled?: boolean | undefined;
   /**
    * The most finished results held for the consumer (in ordered mode, including results that wait
-   * for an earlier slow one) before the run stops pulling input. Awaiting the stream collects every
-   * result anyway, so this bound applies to `for await` only.
+   * for an earlier slow one) before the run stops pulling input. A result handed to the loop body
+   * no longer counts. Awaiting the stream collects every result anyway, so this bound applies to
+   * `for await` only.
    *
    * @default {maxWorkers}
    */
@@ -176,6 +177,9 @@ export class AsyncExecutor implements AsyncDisposable {
   #pending = 0;
   #waitingForLimiters = 0;
   #idleWaiters: (() => void)[] = [];
+  readonly #fanout = new SignalFanout();
+  // A task whose promise was rejected by an abort or timeout still counts until it settles.
+  readonly #abandoned = { begin: () => this.#pending++, end: () => this.#settled() };
   readonly #context: TaskContext = Object.freeze({ signal: this.#controller.signal, attempt: 1 });
 
   /**
@@ -279,26 +283,44 @@ export class AsyncExecutor implements AsyncDisposable {
     if (callerSignal === undefined && job.simple) {
       return new Promise<O>((resolve, reject) => {
         this.#runSimple(job.task, input, this.#context, (ok, value) => {
-          this.#settled();
           if (ok) resolve(value as O);
           else reject(value);
+          this.#settled();
         });
       });
     }
     if (callerSignal === undefined) {
-      return this.#execute(job, input, this.#controller.signal, undefined, false).finally(() =>
-        this.#settled()
-      );
+      const running = this.#execute(job, input, this.#controller.signal, undefined, false);
+      return this.#deliver(running, noop);
     }
 
     // A task with a signal of its own gets a controller that follows both signals.
     const controller = new AbortController();
-    const unlinkCaller = linkSignal(controller, callerSignal);
-    const unlinkExecutor = linkSignal(controller, this.#controller.signal);
-    return this.#execute(job, input, controller.signal, controller.signal, true).finally(() => {
+    const unlinkCaller = this.#fanout.link(controller, callerSignal);
+    const unlinkExecutor = this.#fanout.link(controller, this.#controller.signal);
+    const running = this.#execute(job, input, controller.signal, controller.signal, true);
+    return this.#deliver(running, () => {
       unlinkCaller();
       unlinkExecutor();
-      this.#settled();
+    });
+  }
+
+  // Settles the caller's promise before idle waiters wake, so work awaited after onIdle() sees
+  // every result already delivered.
+  #deliver<O>(running: Promise<O>, cleanup: () => void): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      running.then(
+        (value) => {
+          cleanup();
+          resolve(value);
+          this.#settled();
+        },
+        (error) => {
+          cleanup();
+          reject(error);
+          this.#settled();
+        },
+      );
     });
   }
 
@@ -774,7 +796,15 @@ export class AsyncExecutor implements AsyncDisposable {
         return Promise.reject(error);
       }
     };
-    return await runGuarded(start, signal, job.timeoutMs, race, worker, limiterPermit);
+    return await runGuarded(
+      start,
+      signal,
+      job.timeoutMs,
+      race,
+      worker,
+      limiterPermit,
+      this.#abandoned,
+    );
   }
 }
 
@@ -798,16 +828,22 @@ function callWithWorker<I, O>(
     done(true, result);
     return;
   }
-  (result as PromiseLike<O>).then(
-    (value) => {
-      worker.release();
-      done(true, value);
-    },
-    (error) => {
-      worker.release();
-      done(false, error);
-    },
-  );
+  try {
+    (result as PromiseLike<O>).then(
+      (value) => {
+        worker.release();
+        done(true, value);
+      },
+      (error) => {
+        worker.release();
+        done(false, error);
+      },
+    );
+  } catch (error) {
+    // A thenable whose then() throws has failed, and nothing else would give the worker back.
+    worker.release();
+    done(false, error);
+  }
 }
 
 function toValue<I, O>(entry: MapEntry<I>): O {
