@@ -16,7 +16,13 @@ class LoggingLimiter implements Limiter {
   readonly semaphore = new Semaphore(1);
   failure: Error | undefined;
 
-  constructor(readonly name: string, readonly log: string[]) {}
+  readonly name: string;
+  readonly log: string[];
+
+  constructor(name: string, log: string[]) {
+    this.name = name;
+    this.log = log;
+  }
 
   async acquire(options?: AcquireOptions): Promise<Permit> {
     if (this.failure !== undefined) throw this.failure;

@@ -5,7 +5,9 @@ import process from "node:process";
 
 // The runtime running this test: deno under `deno test`, bun under `bun test`.
 function runtimeArgs(script: string): string[] {
-  return process.execPath.includes("bun") ? ["run", script] : ["run", "--allow-all", script];
+  if ("Deno" in globalThis) return ["run", "--allow-all", script];
+  // Node.js: the same flags as this process, so the import hook of test:node applies.
+  return process.execPath.includes("bun") ? ["run", script] : [...process.execArgv, script];
 }
 
 describe("process exit", () => {
