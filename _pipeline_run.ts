@@ -521,7 +521,9 @@ export class PipelineRun {
 
     stage.completed++;
     this.#itemEvent("completed", stage, item, 1);
-    this.#callback("onSuccess", plan.onSuccess, stage, item, value, this.#info(stage, item, 1));
+    if (plan.onSuccess !== undefined) {
+      this.#callback("onSuccess", plan.onSuccess, stage, item, value, this.#info(stage, item, 1));
+    }
     return value;
   }
 
