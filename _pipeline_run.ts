@@ -13,7 +13,17 @@ import type { ResolvedTask, StagePlan } from "./_stage_plan.ts";
 const UNBOUNDED = Number.MAX_SAFE_INTEGER;
 
 /** Where an item is inside a stage. */
-export type ItemState = "queued" | "parked" | "running" | "outbound";
+export type ItemState = typeof QUEUED | typeof PARKED | typeof RUNNING | typeof OUTBOUND;
+
+// Item states index StageRuntime.counts; numbers keep the hot path free of keyed lookups.
+/** Waiting for a worker. */
+export const QUEUED = 0;
+/** Waiting at a task limit or in a retry backoff. */
+export const PARKED = 1;
+/** Running a task. */
+export const RUNNING = 2;
+/** Done in this stage and waiting for room in the next. */
+export const OUTBOUND = 3;
 
 /** A pipeline item on its way through the stages. */
 export interface Item {
@@ -44,7 +54,8 @@ export class StageRuntime {
   readonly plan: StagePlan;
   readonly workers: Semaphore;
   readonly admission: Semaphore;
-  readonly counts: Record<ItemState, number> = { queued: 0, parked: 0, running: 0, outbound: 0 };
+  /** Items per state, indexed by {@linkcode ItemState}. */
+  readonly counts: [number, number, number, number] = [0, 0, 0, 0];
   completed = 0;
   failed = 0;
   retried = 0;
@@ -241,7 +252,7 @@ export class PipelineRun {
           return item.value;
         }
 
-        this.#setState(stage, item, "outbound");
+        this.#setState(stage, item, OUTBOUND);
         const nextStage = this.stages[k + 1] as StageRuntime;
         const next = nextStage.admission.tryAcquire() ?? await this.admit(k + 1, item.priority);
         this.#setState(stage, item, undefined);
@@ -278,7 +289,7 @@ export class PipelineRun {
   async #process(stage: StageRuntime, item: Item): Promise<unknown> {
     const plan = stage.plan;
     const input = item.value;
-    this.#setState(stage, item, "queued");
+    this.#setState(stage, item, QUEUED);
     this.#itemEvent("queued", stage, item, 1);
 
     if (plan.skipIf !== undefined) {
@@ -324,9 +335,9 @@ export class PipelineRun {
 
         stage.retried++;
         this.#itemEvent("retrying", stage, item, pass, failure.error);
-        this.#setState(stage, item, "parked");
+        this.#setState(stage, item, PARKED);
         await sleep(retryDelayMs(plan.retry as RetryPolicy, pass), this.#signal);
-        this.#setState(stage, item, "queued");
+        this.#setState(stage, item, QUEUED);
         continue;
       }
 
@@ -390,7 +401,7 @@ export class PipelineRun {
         stage.retried++;
         this.#taskEvent("retry", stage, task, item, attempt, durationMs, error);
         this.#itemEvent("retrying", stage, item, attempt, error);
-        this.#setState(stage, item, "parked");
+        this.#setState(stage, item, PARKED);
         try {
           await sleep(retryDelayMs(plan.retry as RetryPolicy, attempt), timed.signal);
         } catch (reason) {
@@ -420,11 +431,11 @@ export class PipelineRun {
 
     let limiterPermit: Permit | undefined;
     if (task.limiter !== undefined) {
-      this.#setState(stage, item, "parked");
+      this.#setState(stage, item, PARKED);
       limiterPermit = await task.limiter.acquire({ signal, priority: item.priority });
     }
 
-    this.#setState(stage, item, "queued");
+    this.#setState(stage, item, QUEUED);
     let worker = stage.workers.tryAcquire();
     if (worker === undefined) {
       try {
@@ -441,7 +452,7 @@ export class PipelineRun {
       throw signal.reason;
     }
 
-    this.#setState(stage, item, "running");
+    this.#setState(stage, item, RUNNING);
     timed.start();
     call.started(this.#observer.listening());
     this.#taskEvent("start", stage, task, item, attempt, 0, undefined);
@@ -473,11 +484,11 @@ export class PipelineRun {
     const plan = stage.plan;
     const signal = this.#signal;
     let value = item.value;
-    this.#setState(stage, item, "queued");
+    this.#setState(stage, item, QUEUED);
     this.#itemEvent("queued", stage, item, 1);
 
     for (const task of plan.tasks) {
-      this.#setState(stage, item, "queued");
+      this.#setState(stage, item, QUEUED);
       let worker = stage.workers.tryAcquire();
       if (worker === undefined) {
         signal.throwIfAborted();
@@ -488,7 +499,7 @@ export class PipelineRun {
         throw signal.reason;
       }
 
-      this.#setState(stage, item, "running");
+      this.#setState(stage, item, RUNNING);
       const listening = this.#observer.listening();
       const startedAt = listening ? performance.now() : 0;
       if (listening) this.#taskEvent("start", stage, task, item, 1, 0, undefined);

@@ -8,7 +8,16 @@ import { PipelineItemError, PipelineShutdownError } from "./errors.ts";
 import { ResultStream } from "./result_stream.ts";
 import type { Stage } from "./stage.ts";
 import { type MapEntry, MapRun, type MapRunHost, openSource } from "./_map_run.ts";
-import { FailureLog, type Item, PipelineRun, type StageRuntime } from "./_pipeline_run.ts";
+import {
+  FailureLog,
+  type Item,
+  OUTBOUND,
+  PARKED,
+  PipelineRun,
+  QUEUED,
+  RUNNING,
+  type StageRuntime,
+} from "./_pipeline_run.ts";
 import { planOf, type StagePlan } from "./_stage_plan.ts";
 import { noop } from "./_signals.ts";
 import { checkInteger, checkSignal, invalidMessage } from "./_validate.ts";
@@ -418,8 +427,8 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
       executorSignal: this.#controller.signal,
       admission: {
         tryAcquire: () => run?.stages[0]?.admission.tryAcquire(),
-        acquire: (signal) =>
-          (run as PipelineRun).stages[0]?.admission.acquire({ signal }) as Promise<never>,
+        // An abort of the run rejects every admission wait, so the wait needs no signal.
+        acquire: () => (run as PipelineRun).stages[0]?.admission.acquire() as Promise<never>,
       },
       runStarted: (signal) => {
         const failFast = settings.settled ? undefined : (error: unknown) => mapRun?.abort(error);
@@ -874,10 +883,10 @@ function stageStats(plan: StagePlan, runtime: StageRuntime | undefined): StageSt
     name: plan.name,
     workers: plan.workers,
     busy: runtime?.workers.inUse ?? 0,
-    queued: runtime?.counts.queued ?? 0,
-    parked: runtime?.counts.parked ?? 0,
-    running: runtime?.counts.running ?? 0,
-    outbound: runtime?.counts.outbound ?? 0,
+    queued: runtime?.counts[QUEUED] ?? 0,
+    parked: runtime?.counts[PARKED] ?? 0,
+    running: runtime?.counts[RUNNING] ?? 0,
+    outbound: runtime?.counts[OUTBOUND] ?? 0,
     completed: runtime?.completed ?? 0,
     failed: runtime?.failed ?? 0,
     retried: runtime?.retried ?? 0,
