@@ -57,6 +57,8 @@ export interface MapRunOptions<I, R> {
   readonly bufferSize: number | undefined;
   readonly signal: AbortSignal | undefined;
   readonly format: (entry: MapEntry<I>) => R;
+  /** `format` returns an entry's value unchanged, so collecting can skip building entries. */
+  readonly plainValues?: boolean | undefined;
 }
 
 type Source<I> =
@@ -437,6 +439,12 @@ export class MapRun<I, R> implements AsyncIterator<R, undefined> {
       return;
     }
 
+    if (this.#collecting && this.#options.plainValues === true) {
+      this.#results[index] = value as R;
+      this.#pump();
+      this.#notify();
+      return;
+    }
     const entry: MapEntry<I> = { index, input, ok, value };
     if (this.#collecting) {
       this.#results[index] = this.#options.format(entry);

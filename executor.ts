@@ -12,7 +12,7 @@ import { type Limiter, type Permit, Semaphore } from "./semaphore.ts";
 import type { Task, TaskContext } from "./task.ts";
 import { runGuarded } from "./_attempt.ts";
 import { semaphoreHooks } from "./_semaphore_hooks.ts";
-import { type MapEntry, mapSource } from "./_map_run.ts";
+import { type MapEntry, mapSource, type SettleCallback } from "./_map_run.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep, toRetryPolicy } from "./_retry.ts";
 import { noop, SignalFanout, timeoutReason } from "./_signals.ts";
 import {
@@ -282,7 +282,7 @@ export class AsyncExecutor implements AsyncDisposable {
     this.#pending++;
     if (callerSignal === undefined && job.simple) {
       return new Promise<O>((resolve, reject) => {
-        this.#runSimple(job.task, input, this.#context, (ok, value) => {
+        this.#runSimple(job.task, input, this.#context, 0, (_index, _input, ok, value) => {
           if (ok) resolve(value as O);
           else reject(value);
           this.#settled();
@@ -624,11 +624,12 @@ export class AsyncExecutor implements AsyncDisposable {
     task: Task<I, O>,
     input: I,
     context: TaskContext,
-    done: (ok: boolean, value: unknown) => void,
+    index: number,
+    done: SettleCallback<I>,
   ): void {
     const worker = this.#workers.tryAcquire();
     if (worker !== undefined) {
-      callWithWorker(task, input, context, worker, done);
+      callWithWorker(task, input, context, worker, index, done);
       return;
     }
     // Waiters that follow only the executor's signal are rejected by a cancelling shutdown
@@ -637,10 +638,10 @@ export class AsyncExecutor implements AsyncDisposable {
       // A grant in the same turn as an abort goes back instead of running the task.
       if (context.signal.aborted) {
         permit.release();
-        done(false, context.signal.reason);
-      } else callWithWorker(task, input, context, permit, done);
+        done(index, input, false, context.signal.reason);
+      } else callWithWorker(task, input, context, permit, index, done);
     };
-    const onReject = (error: unknown) => done(false, error);
+    const onReject = (error: unknown) => done(index, input, false, error);
     if (context.signal === this.#controller.signal) {
       semaphoreHooks.enqueue(this.#workers, onGrant, onReject);
     } else {
@@ -697,12 +698,7 @@ export class AsyncExecutor implements AsyncDisposable {
         execute: (input, signal, index, _admission, settle) => {
           if (job.simple) {
             context ??= Object.freeze({ signal, attempt: 1 });
-            this.#runSimple(
-              job.task,
-              input,
-              context,
-              (ok, value) => settle(index, input, ok, value),
-            );
+            this.#runSimple(job.task, input, context, index, settle);
             return;
           }
           this.#execute(job, input, signal, signal, false).then(
@@ -725,6 +721,7 @@ export class AsyncExecutor implements AsyncDisposable {
         bufferSize,
         signal: options?.signal,
         format: settled ? toSettledResult<I, O> : toValue<I, O>,
+        plainValues: !settled,
       },
     ));
   }
@@ -813,36 +810,37 @@ function callWithWorker<I, O>(
   input: I,
   context: TaskContext,
   worker: Permit,
-  done: (ok: boolean, value: unknown) => void,
+  index: number,
+  done: SettleCallback<I>,
 ): void {
   let result: O | PromiseLike<O>;
   try {
     result = task(input, context);
   } catch (error) {
     worker.release();
-    done(false, error);
+    done(index, input, false, error);
     return;
   }
   if (typeof (result as PromiseLike<O> | null)?.then !== "function") {
     worker.release();
-    done(true, result);
+    done(index, input, true, result);
     return;
   }
   try {
     (result as PromiseLike<O>).then(
       (value) => {
         worker.release();
-        done(true, value);
+        done(index, input, true, value);
       },
       (error) => {
         worker.release();
-        done(false, error);
+        done(index, input, false, error);
       },
     );
   } catch (error) {
     // A thenable whose then() throws has failed, and nothing else would give the worker back.
     worker.release();
-    done(false, error);
+    done(index, input, false, error);
   }
 }
 
