@@ -11,7 +11,6 @@ import type { RetryOptions } from "./retry.ts";
 import { type Limiter, type Permit, Semaphore } from "./semaphore.ts";
 import type { Task, TaskContext } from "./task.ts";
 import { runGuarded } from "./_attempt.ts";
-import { semaphoreHooks } from "./_semaphore_hooks.ts";
 import { type MapEntry, mapSource, type SettleCallback } from "./_map_run.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep, toRetryPolicy } from "./_retry.ts";
 import { noop, SignalFanout, timeoutReason } from "./_signals.ts";
@@ -632,8 +631,10 @@ export class AsyncExecutor implements AsyncDisposable {
       callWithWorker(task, input, context, worker, index, done);
       return;
     }
-    // Waiters that follow only the executor's signal are rejected by a cancelling shutdown
-    // directly; a map run's waiters take the run's signal.
+    // The grant arrives through a promise reaction registered now, so the task starts on a fresh
+    // microtask in the submitter's async context, not nested inside the release that freed the
+    // worker. Waiters that follow only the executor's signal are rejected by a cancelling
+    // shutdown directly; a map run's waiters take the run's signal.
     const onGrant = (permit: Permit) => {
       // A grant in the same turn as an abort goes back instead of running the task.
       if (context.signal.aborted) {
@@ -642,11 +643,10 @@ export class AsyncExecutor implements AsyncDisposable {
       } else callWithWorker(task, input, context, permit, index, done);
     };
     const onReject = (error: unknown) => done(index, input, false, error);
-    if (context.signal === this.#controller.signal) {
-      semaphoreHooks.enqueue(this.#workers, onGrant, onReject);
-    } else {
-      this.#workers.acquire({ signal: context.signal }).then(onGrant, onReject);
-    }
+    const options = context.signal === this.#controller.signal
+      ? undefined
+      : { signal: context.signal };
+    this.#workers.acquire(options).then(onGrant, onReject);
   }
 
   #settled(): void {

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { semaphoreHooks } from "./_semaphore_hooks.ts";
 import { checkInteger, invalidMessage } from "./_validate.ts";
 
 /**
@@ -153,18 +152,6 @@ export class Semaphore implements Limiter {
     releaseWeight = (semaphore, weight) => {
       semaphore.#inUse -= weight;
       semaphore.#grantWaiters();
-    };
-    semaphoreHooks.enqueue = (semaphore, onGrant, onReject) => {
-      semaphore.#insert({
-        weight: 1,
-        priority: 0,
-        resolve: onGrant,
-        reject: onReject,
-        signal: undefined,
-        onAbort: undefined,
-        previous: undefined,
-        next: undefined,
-      });
     };
   }
 
