@@ -31,7 +31,7 @@ export interface MapRunHost<I> {
     admission: Permit | undefined,
     settle: SettleCallback<I>,
   ): void;
-  /** The most inputs in flight at once. */
+  /** The maximum number of inputs in flight at once. */
   workers(): number;
   /** The owner's own signal, aborted on cancelling shutdown. */
   readonly executorSignal: AbortSignal;

@@ -57,7 +57,7 @@ export class PipelineShutdownError extends Error {
   }
 }
 
-/** Where and after how many attempts a pipeline item failed. */
+/** The location and attempt count of a failed pipeline item. */
 export interface ItemFailureDetails {
   /** The item's position in the order items entered the pipeline, from 0. */
   readonly index: number;

@@ -25,7 +25,7 @@ import {
 
 /** Options for {@linkcode AsyncExecutor}. */
 export interface AsyncExecutorOptions {
-  /** The most tasks that run at once, an integer >= 1. It can be changed later. */
+  /** The maximum number of tasks running at once, an integer >= 1. It can be changed later. */
   maxWorkers: number;
   /**
    * Shuts the executor down with cancellation when it aborts: queued tasks reject with
@@ -59,7 +59,7 @@ export interface SubmitOptions {
    * @default {Infinity}
    */
   timeoutMs?: number | undefined;
-  /** How failed attempts are retried. By default a task runs once. */
+  /** The retry policy for failed attempts. By default a task runs once. */
   retry?: RetryOptions | undefined;
 }
 
@@ -119,7 +119,7 @@ export interface WaitOptions {
   timeoutMs?: number | undefined;
 }
 
-/** What {@linkcode AsyncExecutor.wait} resolves with: the promises split by whether they settled. */
+/** The result of {@linkcode AsyncExecutor.wait}: the promises split by whether they settled. */
 export interface WaitResult<T> {
   /** The promises that have settled. */
   readonly done: Set<PromiseLike<T>>;
@@ -205,7 +205,7 @@ export class AsyncExecutor implements AsyncDisposable {
   }
 
   /**
-   * The most tasks that run at once. Raising it starts queued tasks at once; lowering it starts
+   * The maximum number of tasks running at once. Raising it starts queued tasks at once; lowering it starts
    * nothing new until fewer than the new value run. Running tasks are never interrupted.
    *
    * @example Resize at run time

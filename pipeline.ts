@@ -219,7 +219,7 @@ export interface PipelineStats {
 
 /** The detail of an `item` event. */
 export interface ItemEventDetail {
-  /** What happened to the item in the stage. */
+  /** The item's new status in the stage. */
   readonly status: "queued" | "completed" | "failed" | "retrying" | "skipped";
   /** The stage. */
   readonly stage: string;
@@ -233,7 +233,7 @@ export interface ItemEventDetail {
 
 /** The detail of a `task` event. */
 export interface TaskEventDetail {
-  /** What happened to the task call. */
+  /** The kind of task event. */
   readonly type: "start" | "complete" | "retry" | "fail";
   /** The stage. */
   readonly stage: string;
@@ -263,7 +263,7 @@ export interface CallbackErrorDetail {
   readonly stage: string | undefined;
   /** The item, when a stage callback threw. */
   readonly index: number | undefined;
-  /** What it threw. */
+  /** The thrown value. */
   readonly error: unknown;
 }
 

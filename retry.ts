@@ -8,7 +8,7 @@
  * How a failed task is retried. Every attempt re-acquires its limiters, and the wait between
  * attempts holds no worker and no permit. An abort during the wait rejects at once with
  * `signal.reason`. Errors caused by the caller's own signal are never retried; a timeout of one
- * attempt is, unless `retryIf` says otherwise.
+ * attempt is, unless `retryIf` returns false.
  *
  * The delay before attempt `n + 1` is `delayMs` for a `"fixed"` backoff and
  * `delayMs * factor ** (n - 1)` for an `"exponential"` one, capped at `maxDelayMs`, then reduced
@@ -54,7 +54,7 @@ export interface RetryOptions {
    */
   factor?: number | undefined;
   /**
-   * The longest wait, in milliseconds.
+   * The maximum wait, in milliseconds.
    *
    * @default {Infinity}
    */

@@ -18,7 +18,7 @@ import {
   toLimiter,
 } from "./_validate.ts";
 
-/** What a task in a stage receives besides its input. */
+/** The context a stage's task receives besides its input. */
 export interface StageTaskContext extends TaskContext {
   /** The stage's name. */
   readonly stage: string;
@@ -61,7 +61,7 @@ export interface StageRetryOptions extends RetryOptions {
   scope?: "task" | "stage" | undefined;
 }
 
-/** What stage callbacks learn about an item. */
+/** Item details passed to stage callbacks. */
 export interface ItemInfo {
   /** The item's position in the order items entered the pipeline, from 0. */
   readonly index: number;
@@ -71,7 +71,7 @@ export interface ItemInfo {
   readonly attempts: number;
 }
 
-/** What {@linkcode StageOptions.onFailure} learns about a failed item. */
+/** Failure details passed to {@linkcode StageOptions.onFailure}. */
 export interface ItemFailureInfo extends ItemInfo {
   /** The name of the task that failed, or `"skipIf"` when the predicate threw. */
   readonly task: string;
@@ -86,7 +86,7 @@ export interface ItemFailureInfo extends ItemInfo {
 export interface StageOptions<I, O> {
   /** The stage's name, unique within a pipeline. */
   name: string;
-  /** The most task calls that run in this stage at once, an integer >= 1. */
+  /** The maximum number of task calls running in this stage at once, an integer >= 1. */
   workers: number;
   /** The tasks run on each item, in order. */
   tasks: TaskChain<I, O>;

@@ -5,7 +5,7 @@
  */
 
 /**
- * What a task receives besides its input.
+ * The context a task receives besides its input.
  *
  * @example Honour the signal
  * ```ts
