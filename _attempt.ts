@@ -1,6 +1,6 @@
 // One call of a task under the permits it holds, shared by the executor and pipeline stages.
 
-import type { Permit } from "./semaphore.ts";
+import type { Permit, Semaphore } from "./semaphore.ts";
 import { linkSignal, noop, timeoutReason } from "./_signals.ts";
 
 /** Calls `fn`, turning a synchronous throw into a rejection. */
@@ -88,4 +88,34 @@ export function runGuarded<O>(
       },
     );
   });
+}
+
+/**
+ * Takes a worker after the task's limiter permit: at once when one is free, otherwise waiting
+ * with `waitSignal`. When the wait fails the limiter permit is released, and a worker granted in
+ * the same turn as an abort of `signal` goes back, so no permit is lost either way.
+ */
+export async function acquireWorker(
+  workers: Semaphore,
+  signal: AbortSignal,
+  waitSignal: AbortSignal | undefined,
+  priority: number,
+  limiterPermit: Permit | undefined,
+): Promise<Permit> {
+  let worker = workers.tryAcquire();
+  if (worker === undefined) {
+    try {
+      signal.throwIfAborted();
+      worker = await workers.acquire({ signal: waitSignal, priority });
+    } catch (error) {
+      limiterPermit?.release();
+      throw error;
+    }
+  }
+  if (signal.aborted) {
+    worker.release();
+    limiterPermit?.release();
+    throw signal.reason;
+  }
+  return worker;
 }

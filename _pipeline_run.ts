@@ -4,7 +4,7 @@
 import { PipelineItemError } from "./errors.ts";
 import { type Permit, Semaphore } from "./semaphore.ts";
 import type { ItemInfo, StageTaskContext } from "./stage.ts";
-import { callSafely, runGuarded } from "./_attempt.ts";
+import { acquireWorker, callSafely, runGuarded } from "./_attempt.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep } from "./_retry.ts";
 import { linkSignal, noop, timeoutReason } from "./_signals.ts";
 import type { ResolvedTask, StagePlan } from "./_stage_plan.ts";
@@ -436,21 +436,13 @@ export class PipelineRun {
     }
 
     this.#setState(stage, item, QUEUED);
-    let worker = stage.workers.tryAcquire();
-    if (worker === undefined) {
-      try {
-        signal.throwIfAborted();
-        worker = await stage.workers.acquire({ signal: waitSignal, priority: item.priority });
-      } catch (error) {
-        limiterPermit?.release();
-        throw error;
-      }
-    }
-    if (signal.aborted) {
-      worker.release();
-      limiterPermit?.release();
-      throw signal.reason;
-    }
+    const worker = await acquireWorker(
+      stage.workers,
+      signal,
+      waitSignal,
+      item.priority,
+      limiterPermit,
+    );
 
     this.#setState(stage, item, RUNNING);
     timed.start();

@@ -17,6 +17,21 @@ export function linkSignal(
   return () => parent.removeEventListener("abort", onAbort);
 }
 
+/** Calls `onAbort` with `signal.reason` when `signal` aborts, at once if it already has. */
+export function whenAborted(
+  signal: AbortSignal | undefined,
+  onAbort: (reason: unknown) => void,
+): () => void {
+  if (signal === undefined) return noop;
+  if (signal.aborted) {
+    onAbort(signal.reason);
+    return noop;
+  }
+  const listener = () => onAbort(signal.reason);
+  signal.addEventListener("abort", listener, { once: true });
+  return () => signal.removeEventListener("abort", listener);
+}
+
 /** Does nothing; the unlink function of a link that needs none. */
 export function noop(): void {}
 

@@ -10,10 +10,10 @@ import { ResultStream } from "./result_stream.ts";
 import type { RetryOptions } from "./retry.ts";
 import { type Limiter, type Permit, Semaphore } from "./semaphore.ts";
 import type { Task, TaskContext } from "./task.ts";
-import { runGuarded } from "./_attempt.ts";
+import { acquireWorker, runGuarded } from "./_attempt.ts";
 import { type MapEntry, mapSource, type SettleCallback } from "./_map_run.ts";
 import { retryDelayMs, type RetryPolicy, shouldRetry, sleep, toRetryPolicy } from "./_retry.ts";
-import { noop, SignalFanout, timeoutReason } from "./_signals.ts";
+import { noop, SignalFanout, timeoutReason, whenAborted } from "./_signals.ts";
 import {
   checkFunction,
   checkInteger,
@@ -193,15 +193,7 @@ export class AsyncExecutor implements AsyncDisposable {
     checkSignal("create AsyncExecutor", options.signal);
     this.#workers = new Semaphore(maxWorkers);
 
-    const signal = options.signal;
-    if (signal !== undefined) {
-      const onAbort = () => this.#cancel(signal.reason);
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.#unlinkSignal = () => signal.removeEventListener("abort", onAbort);
-      }
-    }
+    this.#unlinkSignal = whenAborted(options.signal, (reason) => this.#cancel(reason));
   }
 
   /**
@@ -767,22 +759,7 @@ export class AsyncExecutor implements AsyncDisposable {
       }
     }
 
-    let worker: Permit | undefined = this.#workers.tryAcquire();
-    if (worker === undefined) {
-      try {
-        worker = await this.#workers.acquire({ signal: waitSignal });
-      } catch (error) {
-        limiterPermit?.release();
-        throw error;
-      }
-    }
-
-    // A permit granted in the same turn as an abort goes back instead of running the task.
-    if (signal.aborted) {
-      worker.release();
-      limiterPermit?.release();
-      throw signal.reason;
-    }
+    const worker = await acquireWorker(this.#workers, signal, waitSignal, 0, limiterPermit);
 
     const task = job.task;
     const start = (taskSignal: AbortSignal): Promise<O> => {

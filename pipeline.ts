@@ -19,7 +19,7 @@ import {
   type StageRuntime,
 } from "./_pipeline_run.ts";
 import { planOf, type StagePlan } from "./_stage_plan.ts";
-import { noop } from "./_signals.ts";
+import { noop, whenAborted } from "./_signals.ts";
 import { checkInteger, checkSignal, invalidMessage } from "./_validate.ts";
 
 /** A stage of any input and output type. */
@@ -357,15 +357,7 @@ export class Pipeline<const S extends readonly [AnyStage, ...AnyStage[]]> extend
     }
     checkSignal("create Pipeline", options.signal);
 
-    const signal = options.signal;
-    if (signal !== undefined) {
-      const onAbort = () => this.#cancel(signal.reason);
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.#unlinkSignal = () => signal.removeEventListener("abort", onAbort);
-      }
-    }
+    this.#unlinkSignal = whenAborted(options.signal, (reason) => this.#cancel(reason));
   }
 
   /** The stages' names, in order. */
