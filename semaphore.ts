@@ -84,7 +84,6 @@ interface Waiter {
   readonly resolve: (permit: Permit) => void;
   readonly reject: (reason: unknown) => void;
   readonly signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
   previous: Waiter | undefined;
   next: Waiter | undefined;
 }
@@ -147,6 +146,10 @@ export class Semaphore implements Limiter {
   #waiting = 0;
   #head: Waiter | undefined;
   #tail: Waiter | undefined;
+  readonly #signalGroups = new Map<
+    AbortSignal,
+    { waiters: Set<Waiter>; onAbort: () => void }
+  >();
 
   static {
     releaseWeight = (semaphore, weight) => {
@@ -239,13 +242,11 @@ export class Semaphore implements Limiter {
         resolve,
         reject,
         signal,
-        onAbort: undefined,
         previous: undefined,
         next: undefined,
       };
       if (signal !== undefined) {
-        waiter.onAbort = () => this.#abortWaiter(waiter);
-        signal.addEventListener("abort", waiter.onAbort, { once: true });
+        this.#watch(waiter, signal);
       }
       this.#insert(waiter);
     });
@@ -414,14 +415,41 @@ export class Semaphore implements Limiter {
     this.#waiting++;
   }
 
-  #abortWaiter(waiter: Waiter): void {
-    const wasHead = waiter === this.#head;
-    waiter.onAbort = undefined;
-    this.#unlink(waiter);
-    waiter.reject(waiter.signal?.reason);
+  // Waiters that share a signal share one abort listener: runtimes dispatch an abort to many
+  // listeners of one signal in quadratic time, and each waiter would otherwise add one.
+  #watch(waiter: Waiter, signal: AbortSignal): void {
+    let group = this.#signalGroups.get(signal);
+    if (group === undefined) {
+      const waiters = new Set<Waiter>();
+      const onAbort = () => {
+        this.#signalGroups.delete(signal);
+        this.#abortWaiters(waiters);
+      };
+      group = { waiters, onAbort };
+      this.#signalGroups.set(signal, group);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    group.waiters.add(waiter);
+  }
 
-    // The aborted head may have blocked smaller requests that fit now.
-    if (wasHead) this.#grantWaiters();
+  #unwatch(waiter: Waiter): void {
+    const signal = waiter.signal;
+    if (signal === undefined) return;
+    const group = this.#signalGroups.get(signal);
+    if (group === undefined || !group.waiters.delete(waiter) || group.waiters.size > 0) return;
+    this.#signalGroups.delete(signal);
+    signal.removeEventListener("abort", group.onAbort);
+  }
+
+  #abortWaiters(waiters: Set<Waiter>): void {
+    for (const waiter of waiters) {
+      this.#unlink(waiter);
+      waiter.reject(waiter.signal?.reason);
+    }
+    waiters.clear();
+
+    // An aborted waiter may have blocked smaller requests behind it that fit now.
+    this.#grantWaiters();
   }
 
   #unlink(waiter: Waiter): void {
@@ -432,10 +460,6 @@ export class Semaphore implements Limiter {
     waiter.previous = undefined;
     waiter.next = undefined;
     this.#waiting--;
-
-    if (waiter.onAbort !== undefined) {
-      waiter.signal?.removeEventListener("abort", waiter.onAbort);
-      waiter.onAbort = undefined;
-    }
+    this.#unwatch(waiter);
   }
 }
