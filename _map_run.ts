@@ -17,7 +17,7 @@ export interface MapEntry<I> {
 /** Reports the outcome of one input; it may be called synchronously from `execute`. */
 export type SettleCallback<I> = (index: number, input: I, ok: boolean, value: unknown) => void;
 
-/** What a map run needs from the executor or pipeline that owns it. */
+/** The services a map run needs from the executor or pipeline that owns it. */
 export interface MapRunHost<I> {
   /**
    * Runs the work for one input under the owner's limits, with the run's signal, and reports the
@@ -53,7 +53,7 @@ export interface MapRunOptions<I, R> {
   readonly ordered: boolean;
   /** `true`: failures are results; `false`: the first failure ends the run (fail-fast). */
   readonly settled: boolean;
-  /** The most finished results held before the run stops pulling input; `undefined` for workers. */
+  /** The maximum number of finished results buffered before the run stops pulling input; `undefined` means the worker count. */
   readonly bufferSize: number | undefined;
   readonly signal: AbortSignal | undefined;
   readonly format: (entry: MapEntry<I>) => R;

@@ -12,7 +12,7 @@ import type { ResolvedTask, StagePlan } from "./_stage_plan.ts";
 // Semaphore capacities must be integers; an unbounded queue uses the largest safe one.
 const UNBOUNDED = Number.MAX_SAFE_INTEGER;
 
-/** Where an item is inside a stage. */
+/** The state of an item inside a stage. */
 export type ItemState = typeof QUEUED | typeof PARKED | typeof RUNNING | typeof OUTBOUND;
 
 // Item states index StageRuntime.counts; numbers keep the hot path free of keyed lookups.
@@ -198,7 +198,7 @@ export class PipelineRun {
     else signal.addEventListener("abort", onAbort, { once: true });
   }
 
-  /** The sum of every stage's capacity: the most items that can be inside the pipeline. */
+  /** Returns the sum of every stage's capacity, the maximum number of items inside the pipeline. */
   capacity(): number {
     let total = 0;
     for (const stage of this.stages) total += stage.admission.capacity;

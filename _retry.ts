@@ -71,7 +71,7 @@ export function shouldRetry(
   return policy.retryIf === undefined || policy.retryIf(error, attempt) === true;
 }
 
-/** The wait in milliseconds after the failed attempt `attempt` (counted from 1). */
+/** Computes the wait in milliseconds after the failed attempt `attempt` (counted from 1). */
 export function retryDelayMs(policy: RetryPolicy, attempt: number): number {
   let delay = policy.exponential ? policy.delayMs * policy.factor ** (attempt - 1) : policy.delayMs;
   delay = Math.min(delay, policy.maxDelayMs);

@@ -35,7 +35,7 @@ export function whenAborted(
 /** Does nothing; the unlink function of a link that needs none. */
 export function noop(): void {}
 
-/** The reason of an attempt that ran past its timeout, as `AbortSignal.timeout` would give. */
+/** Creates the abort reason of an attempt that ran past its timeout, as `AbortSignal.timeout` would. */
 export function timeoutReason(timeoutMs: number): DOMException {
   return new DOMException(`The task timed out after ${timeoutMs} ms`, "TimeoutError");
 }

@@ -35,7 +35,7 @@ const spentPermit: Permit = Object.freeze({
  * The window slides: a grant at time `t` counts against the budget until `t + intervalMs`, so the
  * limit holds for every span of that length, including one that straddles what a fixed window
  * would call a boundary. Releasing a permit does not return budget. A waiter that is aborted
- * spends nothing. One timer runs while requests wait, and none once nobody waits, so an idle
+ * spends nothing. One timer runs while requests wait, and none once the queue is empty, so an idle
  * limiter never keeps a process alive.
  *
  * Time is read from `performance.now()` and waits use `setTimeout`, so virtual clocks that fake

@@ -193,7 +193,7 @@ export interface RedisSemaphoreOptions {
    */
   leaseMs?: number | undefined;
   /**
-   * The longest pause between two polls of a waiting request, in milliseconds, an integer >= 1.
+   * The maximum pause between two polls of a waiting request, in milliseconds, an integer >= 1.
    * The first pause is an eighth of it, and each pause doubles while the request waits, but no
    * pause exceeds `leaseMs / 3`. A release in the same process polls its oldest local waiters at
    * once.
@@ -234,7 +234,7 @@ export interface RedisRateLimiterOptions {
    */
   leaseMs?: number | undefined;
   /**
-   * The longest pause between two polls of a waiting request, in milliseconds, an integer >= 1.
+   * The maximum pause between two polls of a waiting request, in milliseconds, an integer >= 1.
    * A waiting request sleeps until Redis expects enough budget for it, but never longer than this
    * or `leaseMs / 3`.
    *

@@ -100,7 +100,7 @@ export interface StageOptions<I, O> {
     // deno-lint-ignore no-explicit-any
     | ReadonlyMap<string | StageTask<any, any>, TaskLimit>
     | undefined;
-  /** How failed tasks are retried. By default nothing is retried. */
+  /** The retry policy for failed tasks. By default nothing is retried. */
   retry?: StageRetryOptions | undefined;
   /**
    * The time limit of each task attempt in milliseconds, from the moment it starts. When it
@@ -177,7 +177,7 @@ export interface StageOptions<I, O> {
 export class Stage<I, O> {
   /** The stage's name. */
   readonly name: string;
-  /** The most task calls that run in this stage at once. */
+  /** The maximum number of task calls running in this stage at once. */
   readonly workers: number;
   /** How many items wait in this stage beyond those its workers handle. */
   readonly queueCapacity: number;
